@@ -1,0 +1,106 @@
+"""onnxloss: turn an ONNX inference graph into a training graph with a scalar loss.
+
+``rewrite(model, spec)`` returns a copy of ``model`` whose first output is the loss; a
+spec is a sum of scaled terms (losses bound to outputs, regularizers on weights). Terms
+come from plugins (entry-point group ``onnxloss``); the built-in ones are plugins too.
+The trainer lives in :mod:`onnxloss.train` and is imported only when used.
+"""
+
+from __future__ import annotations
+
+from .builder import GraphBuilder
+from .compat import add_loss_output, penalty_terms
+from .errors import (
+    CoefficientError,
+    ConvergenceError,
+    DtypeError,
+    ModelFileError,
+    NameCollisionError,
+    OnnxLossError,
+    OpsetError,
+    OutputSelectionError,
+    PenaltyError,
+    PluginError,
+    PluginWarning,
+    ShapeError,
+    TensorNotFoundError,
+    UnknownTermError,
+)
+from .hookspecs import hookimpl
+from .losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    BinaryLogLoss,
+    CrossEntropyLoss,
+    ElasticLoss,
+    ElasticNetPenalty,
+    HuberLoss,
+    L1Loss,
+    L1Penalty,
+    L2Penalty,
+    LogLoss,
+    MSELoss,
+    PoissonNLLLoss,
+    QuantileLoss,
+)
+from .model_index import MAX_OPSET, MIN_OPSET
+from .registry import (
+    PluginRegistry,
+    available_losses,
+    available_regularizers,
+    get_registry,
+)
+from .rewrite import read_metadata, rewrite, rewrite_file
+from .tensor_info import TensorInfo
+from .terms import Loss, Regularizer, Spec, Term
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "BinaryLogLoss",
+    "CoefficientError",
+    "ConvergenceError",
+    "CrossEntropyLoss",
+    "DtypeError",
+    "ElasticLoss",
+    "ElasticNetPenalty",
+    "GraphBuilder",
+    "HuberLoss",
+    "L1Loss",
+    "L1Penalty",
+    "L2Penalty",
+    "LogLoss",
+    "Loss",
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "MSELoss",
+    "ModelFileError",
+    "NameCollisionError",
+    "OnnxLossError",
+    "OpsetError",
+    "OutputSelectionError",
+    "PenaltyError",
+    "PluginError",
+    "PluginRegistry",
+    "PluginWarning",
+    "PoissonNLLLoss",
+    "QuantileLoss",
+    "Regularizer",
+    "ShapeError",
+    "Spec",
+    "TensorInfo",
+    "TensorNotFoundError",
+    "Term",
+    "UnknownTermError",
+    "add_loss_output",
+    "available_losses",
+    "available_regularizers",
+    "get_registry",
+    "hookimpl",
+    "penalty_terms",
+    "read_metadata",
+    "rewrite",
+    "rewrite_file",
+]

@@ -1,0 +1,211 @@
+"""The node-building API handed to loss and regularizer plugins.
+
+A plugin receives a :class:`GraphBuilder` ``g`` and :class:`onnx_graphsurgeon.Variable`
+handles and writes ONNX the way it would write numpy::
+
+    d = g.Sub(prediction, target)      # any ONNX operator, by its op type
+    per_sample = g.Mul(d, d)
+    s = g.reduce_sum(per_sample, axes=[1])   # opset-aware helper
+
+Everything the builder emits lands in a separate onnx-graphsurgeon graph (the *fragment*),
+so the caller's graph is never rebuilt; the rewriter appends the fragment's nodes at the end.
+Every name is fresh and deterministic, python numbers become constants of the term's float
+type, and the helpers pick the operator form valid for the model's opset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .naming import NameAllocator
+from .tensor_info import TensorInfo
+
+Value = gs.Variable
+ValueLike = gs.Variable | float | int | np.ndarray
+
+#: Reductions whose ``axes`` moved from an attribute to an input at opset 18
+#: (ReduceSum moved at 13, below anything onnxloss emits for).
+_AXES_INPUT_FROM = {"ReduceSum": 13}
+_AXES_INPUT_FROM_DEFAULT = 18
+
+
+class GraphBuilder:
+    """Builds the loss fragment: ONNX nodes over named tensors of the original model.
+
+    Attributes:
+        opset: the model's ``ai.onnx`` opset; emit nodes valid for it.
+        dtype: numpy float type of the term being built (the bound output's type); python
+            numbers passed as inputs become constants of this type.
+    """
+
+    def __init__(self, opset: int, names: NameAllocator, dtype: np.dtype = np.dtype("float32")):
+        self.opset = opset
+        self.dtype = np.dtype(dtype)
+        self._names = names
+        self._scope = "onnxloss"
+        self._nodes: list[gs.Node] = []
+        self._inputs: dict[str, gs.Variable] = {}
+
+    # -- tensors coming from the original model ------------------------------------------
+    def input(self, info: TensorInfo) -> Value:
+        """A handle on a tensor of the original model (output, initializer, graph input)."""
+        var = self._inputs.get(info.name)
+        if var is None:
+            shape = None if info.shape is None else list(info.shape)
+            var = gs.Variable(info.name, dtype=info.dtype, shape=shape)
+            self._inputs[info.name] = var
+        return var
+
+    @contextlib.contextmanager
+    def scope(self, prefix: str, dtype: np.dtype | None = None) -> Iterator[GraphBuilder]:
+        """Names emitted inside start with ``prefix``; constants take ``dtype``."""
+        saved = self._scope, self.dtype
+        self._scope = prefix
+        if dtype is not None:
+            self.dtype = np.dtype(dtype)
+        try:
+            yield self
+        finally:
+            self._scope, self.dtype = saved
+
+    # -- generic node emission -----------------------------------------------------------
+    def op(
+        self,
+        op_type: str,
+        *inputs: ValueLike | None,
+        num_outputs: int = 1,
+        domain: str = "",
+        **attrs: object,
+    ) -> Value | tuple[Value, ...]:
+        """Emit one ``op_type`` node and return its output(s).
+
+        ``None`` inputs are omitted optional inputs. Attribute values are python values
+        (int, float, str, lists, numpy arrays for tensors).
+        """
+        name = self._names.fresh(f"{self._scope}_{op_type}")
+        outputs = [gs.Variable(name)]
+        outputs += [gs.Variable(self._names.fresh(f"{name}_{i}")) for i in range(1, num_outputs)]
+        node = gs.Node(
+            op_type,
+            name=name,
+            attrs={k: _attr(v, f"{name}_{k}") for k, v in attrs.items()},
+            inputs=[self._as_value(v) for v in inputs],
+            outputs=outputs,
+            domain=domain or None,
+        )
+        self._nodes.append(node)
+        return outputs[0] if num_outputs == 1 else tuple(outputs)
+
+    def __getattr__(self, op_type: str):
+        # g.Mul(a, b) is g.op("Mul", a, b): ONNX op types start with a capital letter.
+        if op_type[:1].isupper():
+            return lambda *inputs, **attrs: self.op(op_type, *inputs, **attrs)
+        raise AttributeError(op_type)
+
+    def const(self, value: float | int | Sequence | np.ndarray, dtype=None) -> Value:
+        """A ``Constant`` node. Python numbers default to the term's float type.
+
+        Constants are nodes, not initializers, so a trainer that trains "all float
+        initializers" never picks them up as weights.
+        """
+        if isinstance(value, np.ndarray) and dtype is None:
+            array = value
+        else:
+            array = np.asarray(value, dtype=dtype if dtype is not None else self.dtype)
+        name = self._names.fresh(f"{self._scope}_const")
+        out = gs.Variable(name, dtype=array.dtype, shape=list(array.shape))
+        tensor = onnx.numpy_helper.from_array(array, name)
+        self._nodes.append(gs.Node("Constant", name=name, attrs={"value": tensor}, outputs=[out]))
+        return out
+
+    def _as_value(self, v: ValueLike | None) -> gs.Tensor:
+        if v is None:
+            return gs.Variable.empty()
+        if isinstance(v, gs.Variable):
+            return v
+        if isinstance(v, np.ndarray):
+            return self.const(v)
+        if isinstance(v, numbers.Real) and not isinstance(v, bool):
+            return self.const(float(v))
+        raise TypeError(f"cannot use {type(v).__name__} {v!r} as a node input")
+
+    # -- opset-aware helpers ---------------------------------------------------------------
+    def reduce(
+        self, op_type: str, x: Value, axes: Sequence[int] | None = None, keepdims: bool = False
+    ) -> Value:
+        """``Reduce*`` over ``axes`` (all axes when None), in the model opset's form."""
+        keep = int(bool(keepdims))
+        if axes is None:
+            return self.op(op_type, x, keepdims=keep)
+        if self.opset >= _AXES_INPUT_FROM.get(op_type, _AXES_INPUT_FROM_DEFAULT):
+            return self.op(op_type, x, self.const(list(axes), np.int64), keepdims=keep)
+        return self.op(op_type, x, axes=list(axes), keepdims=keep)
+
+    def reduce_sum(self, x: Value, axes: Sequence[int] | None = None, keepdims=False) -> Value:
+        return self.reduce("ReduceSum", x, axes, keepdims)
+
+    def reduce_mean(self, x: Value, axes: Sequence[int] | None = None, keepdims=False) -> Value:
+        return self.reduce("ReduceMean", x, axes, keepdims)
+
+    def clip(self, x: Value, low: float | None = None, high: float | None = None) -> Value:
+        """``Clip`` with bounds as inputs (opset 11 and later)."""
+        lo = None if low is None else self.const(low)
+        hi = None if high is None else self.const(high)
+        return self.op("Clip", x, lo, hi)
+
+    def unsqueeze(self, x: Value, axes: Sequence[int]) -> Value:
+        return self.op("Unsqueeze", x, self.const(list(axes), np.int64))
+
+    def squeeze(self, x: Value, axes: Sequence[int]) -> Value:
+        return self.op("Squeeze", x, self.const(list(axes), np.int64))
+
+    def reshape(self, x: Value, shape: Sequence[int]) -> Value:
+        return self.op("Reshape", x, self.const(list(shape), np.int64))
+
+    def cast(self, x: Value, dtype) -> Value:
+        return self.op("Cast", x, to=onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+
+    def square(self, x: Value) -> Value:
+        """``x * x`` (ReduceSumSquare and Pow have no or fragile gradients in the runtime)."""
+        return self.op("Mul", x, x)
+
+    def sum_per_sample(self, x: Value, rank: int | None) -> Value:
+        """Sum a ``[N, ...]`` tensor over every axis but the first: shape ``[N]``."""
+        if rank == 1:
+            return x
+        if rank is not None and rank >= 2:
+            return self.reduce_sum(x, list(range(1, rank)))
+        # Unknown rank: Flatten keeps axis 0 and folds the rest ([N] becomes [N, 1]).
+        return self.reduce_sum(self.op("Flatten", x, axis=1), [1])
+
+    def column_index(self, labels: Value) -> Value:
+        """Class labels of shape ``[N]`` or ``[N, 1]`` as an int64 ``[N, 1]`` tensor."""
+        return self.reshape(self.cast(labels, np.int64), [-1, 1])
+
+    # -- export -----------------------------------------------------------------------------
+    def export_nodes(self, outputs: Sequence[Value]) -> list[onnx.NodeProto]:
+        """The nodes computing ``outputs``, dead ones removed, in emission order."""
+        graph = gs.Graph(
+            nodes=list(self._nodes),
+            inputs=list(self._inputs.values()),
+            outputs=list(outputs),
+            opset=self.opset,
+        ).copy()  # cleanup() disconnects dead nodes: work on a copy, keep ours intact
+        # No toposort: every value is made by an earlier call, so emission order is already
+        # topological, and keeping it keeps each term's nodes together.
+        graph.cleanup(remove_unused_graph_inputs=False)
+        return list(gs.export_onnx(graph, do_type_check=False).graph.node)
+
+
+def _attr(value: object, name: str) -> object:
+    # A TensorProto goes through onnx-graphsurgeon's exporter untouched; a gs.Constant
+    # would not (0-d arrays come out with shape [1]).
+    if isinstance(value, np.ndarray):
+        return onnx.numpy_helper.from_array(value, name)
+    return value

@@ -1,0 +1,223 @@
+"""The ``onnxloss`` command line.
+
+``onnxloss add-loss MODEL OUT [options]``
+    the command-line form of :func:`onnxloss.add_loss_output`; writes OUT atomically.
+``onnxloss plugins``
+    registered losses and regularizers, the plugin and distribution of each, and any
+    plugin that failed to load.
+``onnxloss demo``
+    trains a small linear regression and compares it with least squares
+    (needs the ``train`` extra).
+
+A user error prints one line on stderr and exits with status 2; no output file is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import OnnxLossError, PenaltyError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2, like every other user error
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def parse_penalty(text: str) -> tuple[str, object]:
+    """``coef:0.01`` → ``('coef', 0.01)``; ``coef:l1=0.1,l2=0.01`` →
+    ``('coef', {'l1': 0.1, 'l2': 0.01})``. The last ``:`` separates name and value, so
+    tensor names may themselves contain colons.
+    """
+    name, sep, value = text.rpartition(":")
+    if not sep or not name or not value:
+        raise PenaltyError(
+            f"--penalty {text!r}: expected NAME:COEF or NAME:l1=A,l2=B (e.g. coef:l2=0.01)"
+        )
+    if "=" not in value:
+        return name, _number(text, value)
+    parts: dict[str, float] = {}
+    for item in value.split(","):
+        key, eq, num = item.partition("=")
+        if not eq or key.strip() not in ("l1", "l2"):
+            raise PenaltyError(f"--penalty {text!r}: '{item}' is not l1=<number> or l2=<number>")
+        parts[key.strip()] = _number(text, num)
+    return name, parts
+
+
+def _number(text: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise PenaltyError(f"--penalty {text!r}: '{value}' is not a number") from None
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``delta=0.5`` → ``('delta', 0.5)``: values are python literals, else strings."""
+    key, eq, value = text.partition("=")
+    if not eq or not key.isidentifier():
+        raise OnnxLossError(f"--option {text!r}: expected KEY=VALUE, e.g. --option delta=0.5")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _output_index(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="onnxloss", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    add = sub.add_parser("add-loss", help="add a loss output to a model file")
+    add.add_argument("model", help="input .onnx file (never modified)")
+    add.add_argument("output", help="where to write the loss model")
+    add.add_argument("--score-name", default="squared_error", help="loss name (see 'plugins')")
+    add.add_argument("--loss-name", default="loss", help="name of the scalar loss output")
+    add.add_argument("--label-name", default="label", help="name of the new label input")
+    add.add_argument("--weight-name", default=None, help="name of a new [N] sample-weight input")
+    add.add_argument(
+        "--output-index",
+        type=_output_index,
+        default=None,
+        help="output the loss applies to (position or name); needed with several outputs",
+    )
+    add.add_argument(
+        "--penalty",
+        action="append",
+        default=[],
+        metavar="NAME:SPEC",
+        help="penalty on a tensor or glob: NAME:COEF (COEF·Σw²) or NAME:l1=A,l2=B; repeatable",
+    )
+    add.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the loss, e.g. l1_weight=0.1 or eps=1e-7; repeatable",
+    )
+    add.add_argument(
+        "--no-validate", action="store_true", help="skip onnx.checker on the result"
+    )
+
+    plugins = sub.add_parser("plugins", help="list losses, regularizers and their plugins")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    demo = sub.add_parser("demo", help="train a small linear regression (needs [train])")
+    demo.add_argument("--samples", type=int, default=1000)
+    demo.add_argument("--epochs", type=int, default=50)
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _cmd_add_loss(args: argparse.Namespace) -> int:
+    from .compat import add_loss_output_file
+
+    penalty = dict(parse_penalty(p) for p in args.penalty) or None
+    options = dict(parse_option(o) for o in args.option)
+    add_loss_output_file(
+        args.model,
+        args.output,
+        score_name=args.score_name,
+        loss_name=args.loss_name,
+        label_name=args.label_name,
+        weight_name=args.weight_name,
+        penalty=penalty,
+        output_index=args.output_index,
+        validate=not args.no_validate,
+        **options,
+    )
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import get_registry
+
+    registry = get_registry()
+    rows = []
+    for kind in ("loss", "regularizer"):
+        for name, reg in registry.registrations(kind).items():
+            rows.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "aliases": list(reg.aliases),
+                    "plugin": reg.plugin.name,
+                    "distribution": "built-in" if reg.plugin.builtin else reg.plugin.distribution,
+                    "version": reg.plugin.version,
+                    "summary": reg.summary,
+                }
+            )
+    failures = [
+        {
+            "plugin": f.plugin.name,
+            "distribution": f.plugin.distribution,
+            "version": f.plugin.version,
+            "stage": f.stage,
+            "error": f.message,
+        }
+        for f in registry.failures
+    ]
+    if args.json:
+        print(json.dumps({"terms": rows, "failures": failures}, indent=2))
+        return 0
+    headers = ("name", "kind", "aliases", "plugin", "distribution")
+    table = [
+        (
+            r["name"],
+            r["kind"],
+            ",".join(r["aliases"]) or "-",
+            r["plugin"],
+            r["distribution"] if not r["version"] else f"{r['distribution']} {r['version']}",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
+    for line in (headers, *table):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    if failures:
+        print(f"\n{len(failures)} plugin problem(s):")
+        for f in registry.failures:
+            print(f"  {f.describe()}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(n_samples=args.samples, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
+COMMANDS = {"add-loss": _cmd_add_loss, "plugins": _cmd_plugins, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (OnnxLossError, _UsageError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"onnxloss: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("onnxloss: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""Plugin discovery and the registry of loss and regularizer names.
+
+Plugins come from two places, loaded through one path: the built-in modules listed in
+:data:`BUILTIN_PLUGINS`, then the entry points of group ``onnxloss`` sorted by distribution
+and name. Each plugin is imported, registered with pluggy and asked for its terms on its
+own, so one that fails to import, whose hook raises, or that claims a taken name is
+reported (by plugin and distribution) without stopping the others.
+
+Environment switches, read when the default registry is created:
+
+``ONNXLOSS_DISABLE_PLUGIN_AUTOLOAD=1``
+    load only the built-ins, no entry points.
+``ONNXLOSS_PLUGINS=a,b``
+    load only these entry points (by entry-point name); built-ins always load.
+``ONNXLOSS_BLOCK_PLUGINS=a,b``
+    never load these entry points.
+``ONNXLOSS_TRACE_HOOKS=1``
+    print every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, PluginWarning, UnknownTermError
+from .terms import Loss, Regularizer, Term
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "onnxloss.losses.regression",
+    "onnxloss.losses.classification",
+    "onnxloss.losses.penalties",
+)
+ENV_DISABLE_AUTOLOAD = "ONNXLOSS_DISABLE_PLUGIN_AUTOLOAD"
+ENV_ALLOW = "ONNXLOSS_PLUGINS"
+ENV_BLOCK = "ONNXLOSS_BLOCK_PLUGINS"
+ENV_TRACE = "ONNXLOSS_TRACE_HOOKS"
+
+KINDS: dict[str, tuple[str, type[Term]]] = {
+    "loss": ("onnxloss_register_losses", Loss),
+    "regularizer": ("onnxloss_register_regularizers", Regularizer),
+}
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin comes from."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+
+    def describe(self) -> str:
+        """``plugin 'focal' (onnxloss-focal 1.0)``: the form error messages use."""
+        if self.builtin:
+            origin = "built-in"
+        elif self.distribution:
+            origin = f"{self.distribution} {self.version or ''}".strip()
+        else:
+            origin = "not from an installed distribution"
+        return f"plugin '{self.name}' ({origin})"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registered term: its names, class and the plugin that registered it."""
+
+    name: str
+    kind: str
+    cls: type[Term]
+    plugin: PluginInfo
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """First line of the class docstring."""
+        doc = (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded, or a registration of it that was refused."""
+
+    plugin: PluginInfo
+    stage: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.plugin.describe()} failed at {self.stage}: {self.message}"
+
+    def as_error(self) -> PluginError:
+        return PluginError(self.describe())
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class _Pending:
+    """Registrations made by one plugin's hook call, committed only if the hook returns."""
+
+    kind: str
+    items: list[type[Term]] = field(default_factory=list)
+
+
+class PluginRegistry:
+    """The plugin manager and the name → term tables built from it.
+
+    Args:
+        builtins: module paths of the built-in plugins.
+        entry_points: load plugins from the ``onnxloss`` entry-point group.
+        allow: if given, only these entry-point names are loaded.
+        block: entry-point names never loaded.
+        trace: write every hook call to stderr.
+    """
+
+    def __init__(
+        self,
+        *,
+        builtins: Iterable[str] = BUILTIN_PLUGINS,
+        entry_points: bool = True,
+        allow: Iterable[str] | None = None,
+        block: Iterable[str] = (),
+        trace: bool = False,
+    ):
+        self._builtins = tuple(builtins)
+        self._entry_points = entry_points
+        self._allow = None if allow is None else frozenset(allow)
+        self._block = frozenset(block)
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        if trace:
+            self._pm.trace.root.setwriter(sys.stderr.write)
+            self._pm.enable_tracing()
+        self._loaded = False
+        self._plugins: list[PluginInfo] = []
+        self._failures: list[PluginFailure] = []
+        self._tables: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        self._lookup: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> PluginRegistry:
+        allow = _split(environ.get(ENV_ALLOW))
+        return cls(
+            entry_points=not _truthy(environ.get(ENV_DISABLE_AUTOLOAD)),
+            allow=allow or None,
+            block=_split(environ.get(ENV_BLOCK)),
+            trace=_truthy(environ.get(ENV_TRACE)),
+        )
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self) -> PluginRegistry:
+        """Import and register every plugin once; later calls do nothing."""
+        if self._loaded:
+            return self
+        self._loaded = True
+        for module in self._builtins:
+            info = PluginInfo(module.rsplit(".", 1)[-1], module, builtin=True)
+            self._load_one(info, lambda module=module: importlib.import_module(module))
+        if self._entry_points:
+            for ep in self._discover():
+                dist = getattr(ep, "dist", None)
+                info = PluginInfo(
+                    ep.name,
+                    ep.value,
+                    distribution=dist.metadata["Name"] if dist else None,
+                    version=dist.version if dist else None,
+                )
+                self._load_one(info, ep.load)
+        return self
+
+    def _discover(self) -> list[importlib.metadata.EntryPoint]:
+        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        chosen = []
+        for ep in eps:
+            if ep.name in self._block:
+                continue
+            if self._allow is not None and ep.name not in self._allow:
+                continue
+            chosen.append(ep)
+        dist_name = lambda ep: (ep.dist.metadata["Name"] if getattr(ep, "dist", None) else "")  # noqa: E731
+        return sorted(chosen, key=lambda ep: (dist_name(ep).lower(), ep.name))
+
+    def add_plugin(
+        self,
+        plugin: object,
+        name: str | None = None,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> PluginInfo:
+        """Register a plugin object or module directly (tests, notebooks, frameworks).
+
+        Goes through the same checks as an entry point; failures are reported the same way.
+        """
+        self.load()
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        info = PluginInfo(name or module, module, distribution, version)
+        self._load_one(info, lambda: plugin)
+        return info
+
+    def _load_one(self, info: PluginInfo, loader: Callable[[], object]) -> None:
+        if any(p.name == info.name for p in self._plugins):
+            self._fail(info, "register", "a plugin with this name is already loaded")
+            return
+        try:
+            plugin = loader()
+        except Exception as exc:  # any import-time error must not stop other plugins
+            self._fail(info, "import", f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            self._pm.register(plugin, name=info.name)
+            self._pm.check_pending()
+        except Exception as exc:  # pluggy.PluginValidationError and friends
+            if self._pm.is_registered(plugin):
+                self._pm.unregister(plugin)
+            self._fail(info, "register", f"{type(exc).__name__}: {exc}")
+            return
+        self._plugins.append(info)
+        others = [p for p in self._pm.get_plugins() if p is not plugin]
+        for kind, (hook_name, _) in KINDS.items():
+            self._call_hook(info, kind, self._pm.subset_hook_caller(hook_name, others))
+
+    def _call_hook(self, info: PluginInfo, kind: str, caller: Callable[..., object]) -> None:
+        hook_name, base = KINDS[kind]
+        pending = _Pending(kind)
+
+        def register(cls: type[Term]) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise PluginError(
+                    f"{hook_name} registered {cls!r}, which is not a subclass of "
+                    f"onnxloss.{base.__name__}"
+                )
+            names = (cls.name, *cls.aliases)
+            bad = [n for n in names if not (isinstance(n, str) and _NAME.match(n))]
+            if bad:
+                raise PluginError(
+                    f"{cls.__name__} has invalid name(s) {bad}: names start with a letter "
+                    "and hold letters, digits, '_', '.' or '-'"
+                )
+            pending.items.append(cls)
+
+        try:
+            caller(register=register)
+        except Exception as exc:  # a raising hook loses its registrations, nothing else
+            self._fail(info, f"hook {hook_name}", f"{type(exc).__name__}: {exc}")
+            return
+        for cls in pending.items:
+            self._commit(info, kind, cls)
+
+    def _commit(self, info: PluginInfo, kind: str, cls: type[Term]) -> None:
+        lookup = self._lookup[kind]
+        taken = [n for n in (cls.name, *cls.aliases) if n in lookup]
+        if cls.name in lookup:
+            owner = lookup[cls.name].plugin
+            self._fail(
+                info,
+                f"registering {kind} '{cls.name}'",
+                f"the name is already registered by {owner.describe()}; "
+                f"keeping {owner.name}'s, refusing this one",
+            )
+            return
+        aliases = tuple(a for a in cls.aliases if a not in lookup)
+        for alias in taken:
+            owner = lookup[alias].plugin
+            self._fail(
+                info,
+                f"registering {kind} alias '{alias}'",
+                f"the name is already registered by {owner.describe()}; alias dropped",
+            )
+        reg = Registration(cls.name, kind, cls, info, aliases)
+        self._tables[kind][cls.name] = reg
+        for n in (cls.name, *aliases):
+            lookup[n] = reg
+
+    def _fail(self, info: PluginInfo, stage: str, message: str) -> None:
+        failure = PluginFailure(info, stage, message)
+        self._failures.append(failure)
+        warnings.warn(failure.describe(), PluginWarning, stacklevel=4)
+
+    # -- queries ---------------------------------------------------------------------------
+    def registrations(self, kind: str) -> dict[str, Registration]:
+        """Canonical name → registration, sorted by name."""
+        self.load()
+        return dict(sorted(self._tables[kind].items()))
+
+    def lookup(self, kind: str, name: str) -> Registration:
+        """The registration for a name or alias, else an error listing what exists."""
+        self.load()
+        reg = self._lookup[kind].get(name) if isinstance(name, str) else None
+        if reg is not None:
+            return reg
+        known = ", ".join(sorted(self._lookup[kind]))
+        hint = ""
+        for failure in self._failures:
+            if name in failure.message or name in failure.stage:
+                hint = f" (note: {failure.describe()})"
+        raise UnknownTermError(f"unknown {kind} {name!r}; available: {known}{hint}")
+
+    @property
+    def plugins(self) -> list[PluginInfo]:
+        self.load()
+        return list(self._plugins)
+
+    @property
+    def failures(self) -> list[PluginFailure]:
+        self.load()
+        return list(self._failures)
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The underlying pluggy manager (for introspection; register through add_plugin)."""
+        return self._pm
+
+
+_default: PluginRegistry | None = None
+
+
+def get_registry() -> PluginRegistry:
+    """The process-wide registry, created from the environment on first use."""
+    global _default
+    if _default is None:
+        _default = PluginRegistry.from_environment()
+    return _default
+
+
+def reset_registry(registry: PluginRegistry | None = None) -> PluginRegistry | None:
+    """Replace the process-wide registry (``None``: re-read the environment on next use).
+
+    Returns the previous one, so tests can put it back.
+    """
+    global _default
+    previous, _default = _default, registry
+    return previous
+
+
+def available_losses() -> dict[str, Registration]:
+    """Registered losses: canonical name → :class:`Registration` (class, plugin, aliases)."""
+    return get_registry().registrations("loss")
+
+
+def available_regularizers() -> dict[str, Registration]:
+    """Registered regularizers: canonical name → :class:`Registration`."""
+    return get_registry().registrations("regularizer")

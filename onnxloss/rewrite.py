@@ -1,0 +1,490 @@
+"""The loss rewriter: inference model + loss spec → training model whose first output is
+the scalar loss.
+
+``rewrite`` compiles the spec into a pipeline of small passes over a :class:`LossRewrite`
+state:
+
+``bind``
+    resolve every term's output, target, weight and tensors; check types and names.
+``attach:<term>``
+    one per term: emit the term's nodes into the fragment, scaled by its coefficient, and
+    check that fragment alone (so a faulty plugin is named).
+``combine``
+    add the scaled terms into the loss.
+``assemble``
+    copy the caller's model, append the new inputs and nodes, put the loss first among the
+    outputs, record what was done in the metadata.
+``validate``
+    ``onnx.checker.check_model(full_check=True)`` on the result.
+
+The caller's model is only read. The original graph, IR version, opset imports, functions,
+metadata and doc strings are carried over untouched; nodes are only appended.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from .builder import GraphBuilder, Value
+from .errors import DtypeError, NameCollisionError, OnnxLossError, OutputSelectionError, PluginError
+from .model_index import ModelIndex
+from .model_io import ModelLike, load_model, save_model_atomic
+from .naming import NameAllocator
+from .registry import get_registry
+from .tensor_info import TensorInfo
+from .terms import Loss, Regularizer, Spec, Term
+
+#: Key of the model metadata entry in which the rewriter records what it added.
+METADATA_KEY = "onnxloss"
+METADATA_FORMAT = 1
+
+SpecLike = Spec | Term | str | Sequence[Term | Spec]
+
+
+@dataclass
+class BoundLoss:
+    coef: float
+    term: Loss
+    prediction: TensorInfo
+    target: TensorInfo
+    weight: TensorInfo | None
+
+
+@dataclass
+class BoundRegularizer:
+    coef: float
+    term: Regularizer
+    tensors: list[TensorInfo]
+
+
+@dataclass
+class LossRewrite:
+    """Working state of one rewrite; the passes read and fill it in order."""
+
+    model: onnx.ModelProto
+    spec: Spec
+    loss_name: str
+    index: ModelIndex
+    names: NameAllocator
+    builder: GraphBuilder
+    losses: list[BoundLoss] = field(default_factory=list)
+    regularizers: list[BoundRegularizer] = field(default_factory=list)
+    new_inputs: list[TensorInfo] = field(default_factory=list)
+    loss_elem_type: int = onnx.TensorProto.FLOAT
+    terms: list[tuple[Term, Value]] = field(default_factory=list)
+    loss_value: Value | None = None
+    result: onnx.ModelProto | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[LossRewrite], None]
+    term: Term | None = None
+
+
+def compile_spec(spec: SpecLike) -> Spec:
+    """A :class:`Spec` from a spec, a term, a registered loss name or a list of terms."""
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, Term):
+        return spec.as_spec()
+    if isinstance(spec, str):
+        return get_registry().lookup("loss", spec).cls().as_spec()
+    if isinstance(spec, Sequence) and all(isinstance(t, Term | Spec) for t in spec):
+        return Spec(item for t in spec for item in t.as_spec().items)
+    raise OutputSelectionError(
+        "the loss spec must be a term (e.g. MSELoss()), a sum of terms, a registered loss "
+        f"name or a list of terms; got {type(spec).__name__}"
+    )
+
+
+def rewrite(
+    model: ModelLike, spec: SpecLike, *, loss_name: str = "loss", validate: bool = True
+) -> onnx.ModelProto:
+    """Return a copy of ``model`` whose first output is the scalar loss ``spec``.
+
+    Args:
+        model: an ``onnx.ModelProto`` (never modified) or a path to one.
+        spec: what to minimise: a term, a sum of scaled terms, a registered loss name or a
+            list of terms. See :mod:`onnxloss.terms` for the reductions.
+        loss_name: name of the new scalar output.
+        validate: run ``onnx.checker.check_model(full_check=True)`` on the result.
+
+    Returns:
+        A new model with inputs ``original inputs + targets (+ weights)`` and outputs
+        ``[loss_name, original outputs...]``.
+    """
+    return _run(load_model(model), compile_spec(spec), loss_name, validate)
+
+
+def rewrite_file(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    spec: SpecLike,
+    *,
+    loss_name: str = "loss",
+    validate: bool = True,
+) -> None:
+    """:func:`rewrite` a model file into another, atomically.
+
+    Weights stored as external data are never loaded: the output refers to the same data
+    files (linked or copied next to it when written to another folder).
+    """
+    src = Path(source)
+    model = load_model(src, load_external_data=False)
+    result = _run(model, compile_spec(spec), loss_name, validate=False)
+    if validate:
+        # Checking the proto covers everything the file check would, but never reads data.
+        _validate_proto(result)
+    save_model_atomic(result, destination, src.resolve().parent)
+
+
+def _run(model: onnx.ModelProto, spec: Spec, loss_name: str, validate: bool) -> onnx.ModelProto:
+    if not isinstance(loss_name, str) or not loss_name:
+        raise NameCollisionError(f"loss_name must be a non-empty string, got {loss_name!r}")
+    index = ModelIndex(model)
+    names = NameAllocator(index.taken_names)
+    state = LossRewrite(model, spec, loss_name, index, names, GraphBuilder(index.opset, names))
+    steps = [Step("bind", _bind)]
+    steps += [Step(f"attach:{t!r}", _attach_step(t), term=t) for _, t in spec.items]
+    steps += [Step("combine", _combine), Step("assemble", _assemble)]
+    if validate:
+        steps.append(Step("validate", lambda s: _validate_proto(s.result)))
+    done: list[str] = []
+    for step in steps:
+        try:
+            step.run(state)
+        except OnnxLossError:
+            raise
+        except Exception as exc:  # a bug in a plugin's code, most likely: name it
+            raise PluginError(
+                f"{_culprit(step.term) if step.term else 'onnxloss'} failed in pass "
+                f"'{step.name}' (after {done or 'no pass'}): {type(exc).__name__}: {exc}"
+            ) from exc
+        done.append(step.name)
+    assert state.result is not None
+    return state.result
+
+
+def _culprit(term: Term) -> str:
+    cls = type(term)
+    for reg in get_registry().registrations(term.kind).values():
+        if reg.cls is cls:
+            return f"{term.kind} '{reg.name}' from {reg.plugin.describe()}"
+    return f"{term.kind} {cls.__module__}.{cls.__qualname__} (not registered by a plugin)"
+
+
+# -- bind --------------------------------------------------------------------------------
+def _bind(state: LossRewrite) -> None:
+    index, spec = state.index, state.spec
+    if not spec.losses:
+        raise OutputSelectionError(
+            f"the loss spec {spec!r} has no loss term; add one that binds an output "
+            "(e.g. MSELoss()) — regularizers alone have nothing to fit"
+        )
+    _claim(state, state.loss_name, "loss output")
+    new_inputs: dict[str, TensorInfo] = {}
+    single = len(spec.losses) == 1
+    for coef, term in spec.losses:
+        what = f"loss {term!r}"
+        output = index.resolve_output(term.output, what)
+        prediction = index.tensor_info(output)
+        if prediction is None:
+            kind = index.value_kind(output)
+            hint = (
+                " (for a scikit-learn classifier converted by skl2onnx, convert with "
+                "options={'zipmap': False} to get a probability tensor)"
+                if kind in ("sequence_type", "map_type")
+                else ""
+            )
+            raise DtypeError(
+                f"{what}: output '{output}' is not a tensor (it is a {kind}); a loss needs a "
+                f"float tensor{hint}"
+            )
+        if not prediction.is_float:
+            raise DtypeError(
+                f"{what}: output {prediction.describe()} is not a float tensor; bind the loss "
+                "to a FLOAT/DOUBLE/FLOAT16/BFLOAT16 output (e.g. probabilities or scores, not "
+                "predicted labels)"
+            )
+        term.check_prediction(prediction)
+        target_name = term.target or ("label" if single else f"{output}_label")
+        target = term.target_info(prediction).renamed(target_name)
+        _add_input(state, new_inputs, target, f"target of {what}")
+        weight = None
+        if term.weight is not None:
+            weight = TensorInfo(term.weight, prediction.elem_type, (prediction.batch_dim,))
+            _add_input(state, new_inputs, weight, f"sample weight of {what}")
+        state.losses.append(BoundLoss(coef, term, prediction, target, weight))
+    elem_types = {b.prediction.elem_type for b in state.losses}
+    if len(elem_types) > 1:
+        described = ", ".join(b.prediction.describe() for b in state.losses)
+        raise DtypeError(
+            f"the losses bind outputs of different float types ({described}); the loss is a "
+            "single scalar, so bind outputs of one type"
+        )
+    state.loss_elem_type = elem_types.pop()
+    for coef, term in spec.regularizers:
+        tensors = [index.require_tensor(n, f"penalty {term!r}") for n in _match(index, term)]
+        for info in tensors:
+            if not info.is_float:
+                raise DtypeError(
+                    f"penalty {term!r}: tensor {info.describe()} is not a float tensor"
+                )
+        state.regularizers.append(BoundRegularizer(coef, term, tensors))
+    state.new_inputs = list(new_inputs.values())
+
+
+def _claim(state: LossRewrite, name: str, what: str) -> None:
+    if name in state.names:
+        raise NameCollisionError(
+            f"the {what} name '{name}' is already used in the model; choose another name"
+        )
+    state.names.reserve(name)
+
+
+def _add_input(
+    state: LossRewrite, new_inputs: dict[str, TensorInfo], info: TensorInfo, what: str
+) -> None:
+    seen = new_inputs.get(info.name)
+    if seen is None:
+        _claim(state, info.name, f"{what} input")
+        new_inputs[info.name] = info
+    elif seen != info:
+        raise NameCollisionError(
+            f"input '{info.name}' is used twice with different types: "
+            f"{seen.describe()} and, as {what}, {info.describe()}; give each its own name"
+        )
+
+
+def _match(index: ModelIndex, term: Regularizer) -> list[str]:
+    """Tensor names a regularizer applies to: exact names, and globs over initializers."""
+    matched: dict[str, None] = {}
+    for pattern in term.tensors:
+        if any(ch in pattern for ch in "*?["):
+            hits = [n for n in index.initializer_names if fnmatch.fnmatchcase(n, pattern)]
+            if not hits:
+                raise _no_match(index, term, pattern, "no initializer matches the glob")
+        elif index.has_tensor(pattern):
+            hits = [pattern]
+        else:
+            raise _no_match(index, term, pattern, "no tensor has this name")
+        matched.update(dict.fromkeys(hits))
+    return list(matched)
+
+
+def _no_match(index: ModelIndex, term: Regularizer, pattern: str, why: str) -> OnnxLossError:
+    from .errors import TensorNotFoundError
+
+    names = index.initializer_names
+    shown = ", ".join(repr(n) for n in names[:12]) + (" ..." if len(names) > 12 else "")
+    return TensorNotFoundError(
+        f"penalty {term!r}: '{pattern}': {why}; the model's initializers are [{shown}]"
+    )
+
+
+# -- attach ------------------------------------------------------------------------------
+def _attach_step(term: Term) -> Callable[[LossRewrite], None]:
+    def run(state: LossRewrite) -> None:
+        if isinstance(term, Loss):
+            bound = next(b for b in state.losses if b.term is term)
+            value = _attach_loss(state.builder, bound)
+        else:
+            bound = next(b for b in state.regularizers if b.term is term)
+            value = _attach_regularizer(state.builder, bound, state.loss_elem_type)
+        _check_term(state, term, value)
+        state.terms.append((term, value))
+
+    return run
+
+
+def _attach_loss(g: GraphBuilder, b: BoundLoss) -> Value:
+    with g.scope(b.term.name, dtype=b.prediction.dtype):
+        per_sample = b.term.per_sample(g, g.input(b.prediction), g.input(b.target), b.prediction)
+        if b.weight is not None:
+            per_sample = g.Mul(per_sample, g.input(b.weight))
+        reduced = g.reduce_sum(per_sample) if b.term.reduction == "sum" else g.reduce_mean(
+            per_sample
+        )
+        return reduced if b.coef == 1.0 else g.Mul(reduced, b.coef)
+
+
+def _attach_regularizer(g: GraphBuilder, b: BoundRegularizer, elem_type: int) -> Value:
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    parts = []
+    for info in b.tensors:
+        with g.scope(f"{b.term.name}_penalty_{info.name}", dtype=dtype):
+            value = g.input(info)
+            if info.elem_type != elem_type:
+                value = g.cast(value, dtype)
+            parts.append(b.term.penalty(g, value))
+    with g.scope(f"{b.term.name}_penalty", dtype=dtype):
+        total = parts[0]
+        for part in parts[1:]:
+            total = g.Add(total, part)
+        return total if b.coef == 1.0 else g.Mul(total, b.coef)
+
+
+def _check_term(state: LossRewrite, term: Term, value: Value) -> None:
+    """Type-check the nodes of one term alone, so a faulty plugin is named precisely."""
+    fragment = _fragment_model(state, [value], f"{term.name}_check")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fragment, check_type=True, strict_mode=True)
+        onnx.checker.check_model(inferred, full_check=True)
+    except Exception as exc:
+        raise PluginError(
+            f"{_culprit(term)} emitted an invalid graph for {term!r}: {_first_line(exc)}"
+        ) from exc
+    out = inferred.graph.output[0]
+    info = TensorInfo.from_value_info(out)
+    if info is None or (info.shape is not None and info.shape != ()):
+        raise PluginError(
+            f"{_culprit(term)} produced {info.describe() if info else 'a non-tensor'} for "
+            f"{term!r} instead of a scalar; per_sample() must return shape [N] and penalty() "
+            "a scalar"
+        )
+
+
+def _fragment_model(state: LossRewrite, outputs: list[Value], name: str) -> onnx.ModelProto:
+    nodes = state.builder.export_nodes(outputs)
+    produced = {o for n in nodes for o in n.output}
+    used = {i for n in nodes for i in n.input if i and i not in produced}
+    inputs = [_outer_info(state, n).value_info() for n in sorted(used)]
+    outs = [
+        onnx.helper.make_tensor_value_info(v.name, state.loss_elem_type, []) for v in outputs
+    ]
+    graph = onnx.helper.make_graph(nodes, name, inputs, outs)
+    opset = [onnx.helper.make_opsetid("", state.index.opset)]
+    return onnx.helper.make_model(
+        graph, opset_imports=opset, ir_version=onnx.helper.find_min_ir_version_for(opset)
+    )
+
+
+def _outer_info(state: LossRewrite, name: str) -> TensorInfo:
+    for info in state.new_inputs:
+        if info.name == name:
+            return info
+    info = state.index.tensor_info(name)
+    assert info is not None, name
+    return info
+
+
+# -- combine, assemble, validate -----------------------------------------------------------
+def _combine(state: LossRewrite) -> None:
+    g = state.builder
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(state.loss_elem_type)
+    with g.scope(state.loss_name, dtype=dtype):
+        total = state.terms[0][1]
+        for _, value in state.terms[1:]:
+            total = g.Add(total, value)
+        if total.name in state.index.taken_names:  # never rename a tensor of the model
+            total = g.Identity(total)
+    total.name = state.loss_name
+    state.loss_value = total
+
+
+def _assemble(state: LossRewrite) -> None:
+    nodes = state.builder.export_nodes([state.loss_value])
+    out = onnx.ModelProto()
+    out.CopyFrom(state.model)
+    graph = out.graph
+    graph.input.extend(info.value_info() for info in state.new_inputs)
+    graph.node.extend(nodes)
+    outputs = [onnx.helper.make_tensor_value_info(state.loss_name, state.loss_elem_type, [])]
+    outputs += list(graph.output)
+    del graph.output[:]
+    graph.output.extend(outputs)
+    entry = out.metadata_props.add()
+    meta = {**_metadata(state), "nodes": len(nodes)}
+    entry.key, entry.value = _metadata_key(out), json.dumps(meta, sort_keys=True)
+    state.result = out
+
+
+def _metadata_key(model: onnx.ModelProto) -> str:
+    if any(p.key == METADATA_KEY for p in model.metadata_props):
+        raise NameCollisionError(
+            f"the model already carries an onnxloss loss (metadata '{METADATA_KEY}'); rewrite "
+            "the original inference model, with every term in one spec"
+        )
+    return METADATA_KEY
+
+
+def _metadata(state: LossRewrite) -> dict:
+    """What a trainer needs to feed the model: targets, weights, reductions."""
+    reductions = sorted({b.term.reduction for b in state.losses})
+    return {
+        "format": METADATA_FORMAT,
+        "loss": state.loss_name,
+        "reduction": reductions[0] if len(reductions) == 1 else "mixed",
+        "targets": {b.target.name: b.prediction.name for b in state.losses},
+        "weights": sorted({b.weight.name for b in state.losses if b.weight is not None}),
+        "terms": [f"{c!r} * {t!r}" if c != 1.0 else repr(t) for c, t in state.spec.items],
+    }
+
+
+def read_metadata(model: onnx.ModelProto) -> dict | None:
+    """The record :func:`rewrite` left in a loss model's metadata, or None."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return None
+
+
+def _validate_proto(model: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        # The original graph passed through untouched, so report it with that in mind.
+        raise OnnxLossError(
+            f"the rewritten model fails onnx.checker.check_model(full_check=True): "
+            f"{_first_line(exc)}. If the input model itself fails the checker, fix it first "
+            "or pass validate=False"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def strip_loss(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The inference model a loss model was made from: :func:`rewrite` undone.
+
+    Removes the loss output, the nodes the rewriter appended, its target and weight inputs
+    and its metadata entry; everything else (trained weights included) is kept.
+    """
+    meta = read_metadata(model)
+    if meta is None:
+        raise OnnxLossError(
+            f"the model has no '{METADATA_KEY}' metadata: it was not made by onnxloss.rewrite"
+        )
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    k = int(meta["nodes"])
+    kept, added = graph.node[: len(graph.node) - k], graph.node[len(graph.node) - k :]
+    produced = {o for n in added for o in n.output}
+    still_used = {i for n in kept for i in n.input} | {o.name for o in graph.output[1:]}
+    if not graph.output or graph.output[0].name != meta["loss"] or produced & still_used:
+        raise OnnxLossError(
+            "the loss model was edited after onnxloss wrote it (its loss part is no longer the "
+            "last nodes and first output); strip it by hand or pass the inference model"
+        )
+    del graph.node[len(graph.node) - k :]
+    del graph.output[0]
+    added_inputs = {*meta.get("targets", {}), *meta.get("weights", [])}
+    inputs = [i for i in graph.input if i.name not in added_inputs]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    props = [p for p in out.metadata_props if p.key != METADATA_KEY]
+    del out.metadata_props[:]
+    out.metadata_props.extend(props)
+    return out
