@@ -105,21 +105,31 @@ def seed_spec(
     return spec
 
 
+def accepted_options(cls: type[Loss]) -> set[str]:
+    """Keyword options a loss class accepts, following ``**kwargs`` up its bases."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names |= {
+            n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    return names - {"self", "output"}
+
+
 def _check_options(cls: type[Loss], name: str, options: dict[str, object]) -> None:
     """Unknown options name the loss and list what it accepts (not a bare TypeError)."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        params = {**params, **inspect.signature(Loss).parameters}
-    accepted = sorted(
-        n
-        for n, p in params.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in ("output",)
-    )
-    unknown = sorted(set(options) - set(accepted))
+    accepted = accepted_options(cls)
+    unknown = sorted(set(options) - accepted)
     if unknown:
+        shown = sorted(accepted - {"target", "weight"})
         raise CoefficientError(
             f"loss '{name}' has no option {', '.join(map(repr, unknown))}; it accepts "
-            f"{', '.join(a for a in accepted if a not in ('target', 'weight'))}"
+            f"{', '.join(shown)}"
         )
 
 

@@ -120,7 +120,8 @@ class ModelIndex:
             inferred = onnx.shape_inference.infer_shapes(self.model)
         except Exception:  # inference is best effort: undeclared types stay unknown
             return {}
-        return {vi.name: vi for vi in inferred.graph.value_info}
+        graph = inferred.graph
+        return {vi.name: vi for group in (graph.value_info, graph.output) for vi in group}
 
     def resolve_output(self, output: str | int | None, what: str) -> str:
         """The name of the tensor a term binds to: a name, a graph-output index, or None.
@@ -158,12 +159,16 @@ class ModelIndex:
         if name in self._initializers:
             return TensorInfo.from_initializer(self._initializers[name])
         vi = self._declared.get(name)
+        declared = None
         if vi is not None and vi.type.WhichOneof("value") is not None:
-            return TensorInfo.from_value_info(vi)
+            declared = TensorInfo.from_value_info(vi)
+            if declared is None or declared.shape is not None:
+                return declared
         vi = self._inferred.get(name)
-        if vi is not None:
-            return TensorInfo.from_value_info(vi)
-        return None
+        inferred = TensorInfo.from_value_info(vi) if vi is not None else None
+        if inferred is not None and (declared is None or inferred.elem_type == declared.elem_type):
+            return inferred
+        return declared
 
     def value_kind(self, name: str) -> str:
         vi = self._declared.get(name) or self._inferred.get(name)

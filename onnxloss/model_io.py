@@ -1,8 +1,8 @@
 """Reading models given as protos or paths, and writing them atomically.
 
 Models whose weights live in external data files are read and rewritten without loading
-those weights: the rewritten model points at the same files, which are hard-linked (or,
-across file systems, copied in chunks) next to the output when it goes elsewhere.
+those weights: the rewritten model points at the same files, which are copied (streamed,
+never held in memory) next to the output when it goes to another folder.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import filecmp
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -63,13 +63,18 @@ def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
 
 
 def save_model_atomic(
-    model: onnx.ModelProto, path: str | os.PathLike, source_dir: Path | None = None
+    model: onnx.ModelProto,
+    path: str | os.PathLike,
+    source_dir: Path | None = None,
+    verify: Callable[[str], None] | None = None,
 ) -> None:
     """Write ``model`` to ``path`` so that readers see either nothing or the whole file.
 
     ``source_dir`` is the folder the model's external data locations are relative to; the
-    files are linked or copied next to ``path`` when it is another folder. On any failure
-    nothing is left behind: not the temporary file, not a half-copied data file.
+    files are copied next to ``path`` when it is another folder. ``verify`` is
+    called with the path of the complete temporary file before it replaces ``path`` (the
+    checker needs a file beside the external data). On any failure nothing is left behind:
+    not the temporary file, not a half-copied data file.
     """
     target = Path(path)
     folder = target.parent
@@ -90,6 +95,8 @@ def save_model_atomic(
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "wb") as f:
             f.write(model.SerializeToString())
+        if verify is not None:
+            verify(tmp_name)
         os.replace(tmp_name, target)
         tmp_name = None
     except BaseException as exc:  # KeyboardInterrupt too: never leave a partial output
@@ -129,7 +136,6 @@ def _bring_external_data(
             )
         dst.parent.mkdir(parents=True, exist_ok=True)
         created.append(dst)
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)  # copies in chunks, never the whole file in memory
+        # A copy, not a hard link: onnx refuses hard-linked data files ("potential hardlink
+        # attack"). copyfile streams it (sendfile on Linux), never the whole file in memory.
+        shutil.copyfile(src, dst)

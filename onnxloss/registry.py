@@ -311,9 +311,9 @@ class PluginRegistry:
             return reg
         known = ", ".join(sorted(self._lookup[kind]))
         hint = ""
-        for failure in self._failures:
-            if name in failure.message or name in failure.stage:
-                hint = f" (note: {failure.describe()})"
+        if self._failures:
+            # The name may belong to a plugin that did not load: say which ones did not.
+            hint = "; plugins that failed: " + "; ".join(f.describe() for f in self._failures)
         raise UnknownTermError(f"unknown {kind} {name!r}; available: {known}{hint}")
 
     @property

@@ -33,7 +33,15 @@ from pathlib import Path
 import onnx
 
 from .builder import GraphBuilder, Value
-from .errors import DtypeError, NameCollisionError, OnnxLossError, OutputSelectionError, PluginError
+from .errors import (
+    DtypeError,
+    NameCollisionError,
+    OnnxLossError,
+    OutputSelectionError,
+    PluginError,
+    ShapeError,
+    TensorNotFoundError,
+)
 from .model_index import ModelIndex
 from .model_io import ModelLike, load_model, save_model_atomic
 from .naming import NameAllocator
@@ -136,15 +144,16 @@ def rewrite_file(
     """:func:`rewrite` a model file into another, atomically.
 
     Weights stored as external data are never loaded: the output refers to the same data
-    files (linked or copied next to it when written to another folder).
+    files (copied next to it, streamed, when written to another folder).
     """
     src = Path(source)
     model = load_model(src, load_external_data=False)
     result = _run(model, compile_spec(spec), loss_name, validate=False)
-    if validate:
-        # Checking the proto covers everything the file check would, but never reads data.
-        _validate_proto(result)
-    save_model_atomic(result, destination, src.resolve().parent)
+    # The checker resolves external data against the model file's folder, so it checks the
+    # finished temporary file (it reads no weights) before that file takes the final name.
+    save_model_atomic(
+        result, destination, src.resolve().parent, _validate_model if validate else None
+    )
 
 
 def _run(model: onnx.ModelProto, spec: Spec, loss_name: str, validate: bool) -> onnx.ModelProto:
@@ -157,7 +166,7 @@ def _run(model: onnx.ModelProto, spec: Spec, loss_name: str, validate: bool) -> 
     steps += [Step(f"attach:{t!r}", _attach_step(t), term=t) for _, t in spec.items]
     steps += [Step("combine", _combine), Step("assemble", _assemble)]
     if validate:
-        steps.append(Step("validate", lambda s: _validate_proto(s.result)))
+        steps.append(Step("validate", lambda s: _validate_model(s.result)))
     done: list[str] = []
     for step in steps:
         try:
@@ -192,10 +201,10 @@ def _bind(state: LossRewrite) -> None:
         )
     _claim(state, state.loss_name, "loss output")
     new_inputs: dict[str, TensorInfo] = {}
-    single = len(spec.losses) == 1
-    for coef, term in spec.losses:
+    outputs = [index.resolve_output(t.output, f"loss {t!r}") for _, t in spec.losses]
+    single = len(set(outputs)) == 1  # losses on one output share the default "label"
+    for (coef, term), output in zip(spec.losses, outputs, strict=True):
         what = f"loss {term!r}"
-        output = index.resolve_output(term.output, what)
         prediction = index.tensor_info(output)
         if prediction is None:
             kind = index.value_kind(output)
@@ -214,6 +223,11 @@ def _bind(state: LossRewrite) -> None:
                 f"{what}: output {prediction.describe()} is not a float tensor; bind the loss "
                 "to a FLOAT/DOUBLE/FLOAT16/BFLOAT16 output (e.g. probabilities or scores, not "
                 "predicted labels)"
+            )
+        if prediction.shape is None:
+            raise ShapeError(
+                f"{what}: output '{output}' has no declared rank, so the target input cannot be "
+                "typed; declare its shape (onnx.shape_inference.infer_shapes can fill it in)"
             )
         term.check_prediction(prediction)
         target_name = term.target or ("label" if single else f"{output}_label")
@@ -282,8 +296,6 @@ def _match(index: ModelIndex, term: Regularizer) -> list[str]:
 
 
 def _no_match(index: ModelIndex, term: Regularizer, pattern: str, why: str) -> OnnxLossError:
-    from .errors import TensorNotFoundError
-
     names = index.initializer_names
     shown = ", ".join(repr(n) for n in names[:12]) + (" ..." if len(names) > 12 else "")
     return TensorNotFoundError(
@@ -438,7 +450,7 @@ def read_metadata(model: onnx.ModelProto) -> dict | None:
     return None
 
 
-def _validate_proto(model: onnx.ModelProto) -> None:
+def _validate_model(model: onnx.ModelProto | str) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:

@@ -137,7 +137,8 @@ class Loss(Term):
         output: the model output (name, or position among the graph outputs) the loss
             applies to; ``None`` when the model has a single output.
         target: name of the graph input that receives the expected values. ``None`` picks
-            ``"label"`` for a spec with one loss, else ``"<output>_label"``.
+            ``"label"`` when every loss of the spec binds the same output, else
+            ``"<output>_label"``.
         weight: name of an optional ``[N]`` graph input of per-sample weights.
         reduction: ``"sum"`` or ``"mean"``; ``None`` takes the class's
             ``default_reduction``.

@@ -1,9 +1,9 @@
 """Built-in classification losses (plugin ``classification``).
 
-Class labels are integer class indices of shape ``[N]`` or ``[N, 1]`` (the label input is
-declared with an unknown rank so both are accepted); binary targets for the BCE losses are
-floats shaped like the output. The core weights samples and reduces
-(see :mod:`onnxloss.terms`).
+Class labels are int64 class indices. The label input is declared ``[N]``, or ``[N, 1]``
+with ``target_rank=2`` (the graph reshapes either to a column, and the checker wants a
+declared rank); binary targets for the BCE losses are floats shaped like the output. The
+core weights samples and reduces (see :mod:`onnxloss.terms`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,38 @@ from __future__ import annotations
 from onnx import TensorProto
 
 from ..builder import GraphBuilder, Value
-from ..errors import ShapeError
+from ..errors import CoefficientError, ShapeError
 from ..hookspecs import hookimpl
 from ..tensor_info import TensorInfo
 from ..terms import Loss, check_number
 
 
-def _class_index_target(prediction: TensorInfo) -> TensorInfo:
-    return TensorInfo(prediction.name, TensorProto.INT64, None)
+def _class_index_target(prediction: TensorInfo, rank: int) -> TensorInfo:
+    n = prediction.batch_dim
+    return TensorInfo(prediction.name, TensorProto.INT64, (n,) if rank == 1 else (n, 1))
+
+
+class _ClassIndexLoss(Loss):
+    """A loss whose target holds class indices (int64, ``[N]`` or ``[N, 1]``).
+
+    Args:
+        target_rank: 1 declares the label input ``[N]`` (default), 2 declares ``[N, 1]``.
+    """
+
+    def __init__(self, output=None, *, target_rank=1, **kwargs):
+        super().__init__(output, **kwargs)
+        if target_rank not in (1, 2) or isinstance(target_rank, bool):
+            raise CoefficientError(
+                f"{self.name}: target_rank must be 1 ([N] labels) or 2 ([N, 1]), "
+                f"got {target_rank!r}"
+            )
+        self.target_rank = target_rank
+
+    def hyperparameters(self):
+        return {"target_rank": self.target_rank} if self.target_rank != 1 else {}
+
+    def target_info(self, prediction: TensorInfo) -> TensorInfo:
+        return _class_index_target(prediction, self.target_rank)
 
 
 def _require_matrix(loss: Loss, prediction: TensorInfo, columns: int | None = None) -> None:
@@ -72,7 +96,7 @@ class BCELoss(Loss):
         return g.Neg(g.Add(pos, neg))
 
 
-class CrossEntropyLoss(Loss):
+class CrossEntropyLoss(_ClassIndexLoss):
     """Multi-class cross-entropy on logits (PyTorch ``CrossEntropyLoss``): with ``z`` the
     ``[N, C]`` scores and ``y_i`` the class index,
     ``l_i = -(1 - s)·log softmax(z_i)[y_i] - (s / C)·Σ_c log softmax(z_i)[c]``.
@@ -90,13 +114,10 @@ class CrossEntropyLoss(Loss):
         )
 
     def hyperparameters(self):
-        return {"label_smoothing": self.label_smoothing}
+        return {"label_smoothing": self.label_smoothing, **super().hyperparameters()}
 
     def check_prediction(self, prediction: TensorInfo) -> None:
         _require_matrix(self, prediction)
-
-    def target_info(self, prediction: TensorInfo) -> TensorInfo:
-        return _class_index_target(prediction)
 
     def elementwise(self, g: GraphBuilder, prediction: Value, target: Value) -> Value:
         log_p = g.LogSoftmax(prediction, axis=1)
@@ -108,7 +129,7 @@ class CrossEntropyLoss(Loss):
         return g.Add(g.Mul(nll, 1.0 - s), g.Mul(smooth, s))
 
 
-class LogLoss(Loss):
+class LogLoss(_ClassIndexLoss):
     """Multi-class log loss on probabilities (scikit-learn ``log_loss``): clip ``p`` to
     ``[eps, 1 - eps]``, renormalise each row, ``l_i = -log p_{i, y_i}``.
 
@@ -126,13 +147,10 @@ class LogLoss(Loss):
         )
 
     def hyperparameters(self):
-        return {"eps": self.eps}
+        return {"eps": self.eps, **super().hyperparameters()}
 
     def check_prediction(self, prediction: TensorInfo) -> None:
         _require_matrix(self, prediction, self.columns)
-
-    def target_info(self, prediction: TensorInfo) -> TensorInfo:
-        return _class_index_target(prediction)
 
     def elementwise(self, g: GraphBuilder, prediction: Value, target: Value) -> Value:
         p = g.clip(prediction, self.eps, 1.0 - self.eps)
