@@ -175,6 +175,22 @@ class GraphBuilder:
         """``x * x`` (ReduceSumSquare and Pow have no or fragile gradients in the runtime)."""
         return self.op("Mul", x, x)
 
+    def add_all(self, values: Sequence[Value]) -> Value:
+        """``values[0] + values[1] + ...`` as a chain of ``Add`` (``Sum`` has no gradient in
+        onnxruntime-training 1.19.2)."""
+        total = values[0]
+        for value in values[1:]:
+            total = self.op("Add", total, value)
+        return total
+
+    def sum_of_squares(self, tensors: Sequence[Value]) -> Value:
+        """``Σ_t Σ t²`` over every element of every tensor: a scalar."""
+        return self.add_all([self.reduce_sum(self.square(t)) for t in tensors])
+
+    def sum_of_abs(self, tensors: Sequence[Value]) -> Value:
+        """``Σ_t Σ |t|`` over every element of every tensor: a scalar."""
+        return self.add_all([self.reduce_sum(self.op("Abs", t)) for t in tensors])
+
     def sum_per_sample(self, x: Value, rank: int | None) -> Value:
         """Sum a ``[N, ...]`` tensor over every axis but the first: shape ``[N]``."""
         if rank == 1:
@@ -189,14 +205,20 @@ class GraphBuilder:
         return self.reshape(self.cast(labels, np.int64), [-1, 1])
 
     # -- export -----------------------------------------------------------------------------
-    def export_nodes(self, outputs: Sequence[Value]) -> list[onnx.NodeProto]:
-        """The nodes computing ``outputs``, dead ones removed, in emission order."""
-        graph = gs.Graph(
-            nodes=list(self._nodes),
-            inputs=list(self._inputs.values()),
-            outputs=list(outputs),
-            opset=self.opset,
-        ).copy()  # cleanup() disconnects dead nodes: work on a copy, keep ours intact
+    def mark(self) -> int:
+        """A position in the emitted nodes, for :meth:`export_nodes` ``start``."""
+        return len(self._nodes)
+
+    def export_nodes(self, outputs: Sequence[Value], start: int = 0) -> list[onnx.NodeProto]:
+        """The nodes emitted since ``start`` that compute ``outputs``, dead ones removed,
+        in emission order (nodes before ``start`` are taken as already exported).
+
+        Export each range once: onnx-graphsurgeon's cleanup disconnects the dead nodes.
+        """
+        # No graph inputs: the nodes need none to export, and onnx-graphsurgeon's cleanup
+        # compares every input with every used tensor (quadratic with thousands of
+        # penalised weights). No copy either: the range is not exported again.
+        graph = gs.Graph(nodes=self._nodes[start:], outputs=list(outputs), opset=self.opset)
         # No toposort: every value is made by an earlier call, so emission order is already
         # topological, and keeping it keeps each term's nodes together.
         graph.cleanup(remove_unused_graph_inputs=False)

@@ -87,6 +87,7 @@ class LossRewrite:
     new_inputs: list[TensorInfo] = field(default_factory=list)
     loss_elem_type: int = onnx.TensorProto.FLOAT
     terms: list[tuple[Term, Value]] = field(default_factory=list)
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
     loss_value: Value | None = None
     result: onnx.ModelProto | None = None
 
@@ -306,14 +307,17 @@ def _no_match(index: ModelIndex, term: Regularizer, pattern: str, why: str) -> O
 # -- attach ------------------------------------------------------------------------------
 def _attach_step(term: Term) -> Callable[[LossRewrite], None]:
     def run(state: LossRewrite) -> None:
+        start = state.builder.mark()
         if isinstance(term, Loss):
             bound = next(b for b in state.losses if b.term is term)
             value = _attach_loss(state.builder, bound)
         else:
             bound = next(b for b in state.regularizers if b.term is term)
             value = _attach_regularizer(state.builder, bound, state.loss_elem_type)
-        _check_term(state, term, value)
+        nodes = state.builder.export_nodes([value], start)
+        _check_term(state, term, value, nodes)
         state.terms.append((term, value))
+        state.nodes.extend(nodes)
 
     return run
 
@@ -331,23 +335,18 @@ def _attach_loss(g: GraphBuilder, b: BoundLoss) -> Value:
 
 def _attach_regularizer(g: GraphBuilder, b: BoundRegularizer, elem_type: int) -> Value:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
-    parts = []
-    for info in b.tensors:
-        with g.scope(f"{b.term.name}_penalty_{info.name}", dtype=dtype):
-            value = g.input(info)
-            if info.elem_type != elem_type:
-                value = g.cast(value, dtype)
-            parts.append(b.term.penalty(g, value))
     with g.scope(f"{b.term.name}_penalty", dtype=dtype):
-        total = parts[0]
-        for part in parts[1:]:
-            total = g.Add(total, part)
+        tensors = []
+        for info in b.tensors:
+            value = g.input(info)
+            tensors.append(value if info.elem_type == elem_type else g.cast(value, dtype))
+        total = b.term.penalty(g, tensors)
         return total if b.coef == 1.0 else g.Mul(total, b.coef)
 
 
-def _check_term(state: LossRewrite, term: Term, value: Value) -> None:
+def _check_term(state: LossRewrite, term: Term, value: Value, nodes: list) -> None:
     """Type-check the nodes of one term alone, so a faulty plugin is named precisely."""
-    fragment = _fragment_model(state, [value], f"{term.name}_check")
+    fragment = _fragment_model(state, nodes, [value], f"{term.name}_check")
     try:
         inferred = onnx.shape_inference.infer_shapes(fragment, check_type=True, strict_mode=True)
         onnx.checker.check_model(inferred, full_check=True)
@@ -365,8 +364,9 @@ def _check_term(state: LossRewrite, term: Term, value: Value) -> None:
         )
 
 
-def _fragment_model(state: LossRewrite, outputs: list[Value], name: str) -> onnx.ModelProto:
-    nodes = state.builder.export_nodes(outputs)
+def _fragment_model(
+    state: LossRewrite, nodes: list[onnx.NodeProto], outputs: list[Value], name: str
+) -> onnx.ModelProto:
     produced = {o for n in nodes for o in n.output}
     used = {i for n in nodes for i in n.input if i and i not in produced}
     inputs = [_outer_info(state, n).value_info() for n in sorted(used)]
@@ -392,19 +392,24 @@ def _outer_info(state: LossRewrite, name: str) -> TensorInfo:
 # -- combine, assemble, validate -----------------------------------------------------------
 def _combine(state: LossRewrite) -> None:
     g = state.builder
+    start = g.mark()
     dtype = onnx.helper.tensor_dtype_to_np_dtype(state.loss_elem_type)
     with g.scope(state.loss_name, dtype=dtype):
-        total = state.terms[0][1]
-        for _, value in state.terms[1:]:
-            total = g.Add(total, value)
+        total = g.add_all([value for _, value in state.terms])
         if total.name in state.index.taken_names:  # never rename a tensor of the model
             total = g.Identity(total)
+    if g.mark() == start:
+        # A single term and nothing to add: its last node, already exported, gets the name.
+        last = state.nodes[-1]
+        assert list(last.output) == [total.name], "a term's value comes from its last node"
+        last.output[0] = state.loss_name
     total.name = state.loss_name
     state.loss_value = total
+    state.nodes.extend(g.export_nodes([total], start))
 
 
 def _assemble(state: LossRewrite) -> None:
-    nodes = state.builder.export_nodes([state.loss_value])
+    nodes = state.nodes
     out = onnx.ModelProto()
     out.CopyFrom(state.model)
     graph = out.graph

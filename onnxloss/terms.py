@@ -219,8 +219,8 @@ class Loss(Term):
 class Regularizer(Term):
     """A penalty on tensors of the model, typically weights.
 
-    Subclasses implement :meth:`penalty`, the scalar contribution of one tensor; the core
-    sums it over every tensor the term matches.
+    Subclasses implement :meth:`penalty`, the scalar penalty of every tensor the term
+    matches (given all at once, so a penalty can also couple tensors, as group lasso does).
 
     Args:
         tensors: a tensor name or glob (``"coef"``, ``"layer*.weight"``), or a list of
@@ -246,8 +246,8 @@ class Regularizer(Term):
     def hyperparameters(self) -> dict[str, object]:
         return {}
 
-    def penalty(self, g: GraphBuilder, tensor: Value) -> Value:
-        """The scalar penalty of one tensor."""
+    def penalty(self, g: GraphBuilder, tensors: list[Value]) -> Value:
+        """The scalar penalty of the matched ``tensors`` (already in the loss's float type)."""
         raise NotImplementedError(f"{type(self).__name__} must implement penalty()")
 
 

@@ -30,8 +30,8 @@ class L1Penalty(Regularizer):
     def hyperparameters(self):
         return {"alpha": self.alpha}
 
-    def penalty(self, g: GraphBuilder, tensor: Value) -> Value:
-        return g.Mul(g.reduce_sum(g.Abs(tensor)), self.alpha)
+    def penalty(self, g: GraphBuilder, tensors: list[Value]) -> Value:
+        return g.Mul(g.sum_of_abs(tensors), self.alpha)
 
 
 class L2Penalty(Regularizer):
@@ -51,8 +51,8 @@ class L2Penalty(Regularizer):
     def hyperparameters(self):
         return {"alpha": self.alpha}
 
-    def penalty(self, g: GraphBuilder, tensor: Value) -> Value:
-        return g.Mul(g.reduce_sum(g.square(tensor)), self.alpha)
+    def penalty(self, g: GraphBuilder, tensors: list[Value]) -> Value:
+        return g.Mul(g.sum_of_squares(tensors), self.alpha)
 
 
 class ElasticNetPenalty(Regularizer):
@@ -79,13 +79,13 @@ class ElasticNetPenalty(Regularizer):
     def hyperparameters(self):
         return {"l1": self.l1, "l2": self.l2}
 
-    def penalty(self, g: GraphBuilder, tensor: Value) -> Value:
-        terms = []
+    def penalty(self, g: GraphBuilder, tensors: list[Value]) -> Value:
+        parts = []
         if self.l1:
-            terms.append(g.Mul(g.reduce_sum(g.Abs(tensor)), self.l1))
+            parts.append(g.Mul(g.sum_of_abs(tensors), self.l1))
         if self.l2:
-            terms.append(g.Mul(g.reduce_sum(g.square(tensor)), self.l2))
-        return terms[0] if len(terms) == 1 else g.Add(*terms)
+            parts.append(g.Mul(g.sum_of_squares(tensors), self.l2))
+        return g.add_all(parts)
 
 
 def _strength(term: Regularizer, what: str, value: object) -> float:

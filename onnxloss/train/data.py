@@ -1,7 +1,11 @@
 """Feeding data to the training module: user arrays → contiguous batches in input order.
 
-In-memory arrays are converted to the model's dtypes once per ``fit`` and, when shuffling,
-permuted once per epoch into one contiguous copy; each step then takes plain slices.
+In-memory arrays are converted to the model's dtypes once per ``fit``. When shuffling, each
+epoch's samples are permuted once into a contiguous buffer and each step takes a plain
+slice. The permutation of epoch ``e`` comes from ``default_rng([seed, e])``, so it is known
+in advance: a worker thread makes epoch ``e + 1``'s permuted copy while epoch ``e`` trains
+(``np.take`` releases the GIL), at the price of two copies of the data in memory.
+
 Memory-mapped arrays are never loaded whole: the order of batch-sized blocks is shuffled
 and each block is read and converted when its step comes. Any iterable of ``(X, y)`` or
 ``(X, y, w)`` batches is used as it comes, for data larger than memory.
@@ -9,6 +13,7 @@ and each block is read and converted when its step comes. Any iterable of ``(X, 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -30,7 +35,6 @@ class Feeder:
             raise OnnxLossError(f"the training model has unexpected inputs {missing}")
         self.layout = layout
         self.order = [by_name[n] for n in input_order]
-        self._ones: dict[tuple[int, np.dtype], np.ndarray] = {}
 
     # -- whole arrays -----------------------------------------------------------------------
     def arrays(self, X, y, sample_weight, *, lazy: bool = False) -> Batch:
@@ -88,7 +92,6 @@ class Feeder:
             array = np.ascontiguousarray(value, dtype=info.dtype)
         return _fit_rank(array, info)
 
-    # -- batches ----------------------------------------------------------------------------
     def from_tuple(self, item) -> Batch:
         """A batch given by the user as ``(X, y)`` or ``(X, y, w)``."""
         if not isinstance(item, tuple | list) or len(item) not in (2, 3):
@@ -97,28 +100,110 @@ class Feeder:
             )
         return self.arrays(*item, None) if len(item) == 2 else self.arrays(*item)
 
-    def batches(
-        self, arrays: Batch, batch_size: int, rng: np.random.Generator | None
-    ) -> Iterator[Batch]:
-        """Contiguous batches of one epoch, shuffled when ``rng`` is given."""
-        n = len(arrays[0])
-        starts = np.arange(0, n, batch_size)
-        mapped = any(isinstance(a, np.memmap) for a in arrays)
-        if rng is not None:
-            if mapped:
-                rng.shuffle(starts)  # shuffle blocks: never read the whole file at once
-            else:
-                perm = rng.permutation(n)
-                arrays = [a[perm] for a in arrays]  # one contiguous copy per epoch
-        if mapped:
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator that orders epoch ``epoch`` of a run seeded with ``seed``."""
+    return np.random.default_rng([seed, epoch])
+
+
+class ArrayEpochs:
+    """The batches of every epoch over whole arrays (in memory or memory-mapped).
+
+    Args:
+        arrays: one array per module input, converted (memmaps: converted per batch).
+        order: input infos, for the per-batch conversion of memmaps.
+        batch_size: samples per batch; the last batch of an epoch may be smaller.
+        seed: shuffling seed, or None to keep the arrays' order.
+    """
+
+    def __init__(self, arrays: Batch, order: list[TensorInfo], batch_size: int, seed: int | None):
+        self.arrays = arrays
+        self.order = order
+        self.batch_size = batch_size
+        self.seed = seed
+        self.n = len(arrays[0])
+        self.mapped = any(isinstance(a, np.memmap) for a in arrays)
+        self._copies: dict[int, _PermutedCopy] = {}
+
+    def batches(self, epoch: int, prefetch_next: bool = False) -> Iterator[Batch]:
+        if self.seed is not None and not self.mapped:
+            data = self._permuted(epoch, prefetch_next)
+        else:
+            data = self.arrays
+        starts = np.arange(0, self.n, self.batch_size)
+        if self.seed is not None and self.mapped:
+            epoch_rng(self.seed, epoch).shuffle(starts)  # blocks: never read the whole file
+        b = self.batch_size
+        if self.mapped:
             for s in starts:
                 yield [
-                    _fit_rank(np.ascontiguousarray(a[s : s + batch_size], dtype=info.dtype), info)
-                    for a, info in zip(arrays, self.order, strict=True)
+                    _fit_rank(np.ascontiguousarray(a[s : s + b], dtype=info.dtype), info)
+                    for a, info in zip(data, self.order, strict=True)
                 ]
         else:
             for s in starts:
-                yield [a[s : s + batch_size] for a in arrays]
+                yield [a[s : s + b] for a in data]
+
+    def _permuted(self, epoch: int, prefetch_next: bool) -> Batch:
+        copy = self._copies.pop(epoch, None)
+        if copy is None:  # not prefetched (first epoch): copy now
+            copy = _PermutedCopy(self.arrays, self._buffers(epoch), self._perm(epoch), start=False)
+        data = copy.result()
+        if prefetch_next:
+            nxt = epoch + 1
+            self._copies[nxt] = _PermutedCopy(self.arrays, self._buffers(nxt), self._perm(nxt))
+        return data
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        return epoch_rng(self.seed, epoch).permutation(self.n)
+
+    def _buffers(self, epoch: int) -> Batch:
+        # Two sets, alternating: epoch e + 1 is written while epoch e is read.
+        slot = f"_slot{epoch % 2}"
+        buffers = getattr(self, slot, None)
+        if buffers is None:
+            buffers = [np.empty_like(a) for a in self.arrays]
+            setattr(self, slot, buffers)
+        return buffers
+
+    def close(self) -> None:
+        """Wait for a prefetch still running (early stop, interruption)."""
+        for copy in self._copies.values():
+            copy.join()
+        self._copies.clear()
+
+
+class _PermutedCopy:
+    """``buffers[i][:] = arrays[i][perm]``, in a worker thread unless ``start=False``."""
+
+    def __init__(self, arrays: Batch, buffers: Batch, perm: np.ndarray, start: bool = True):
+        self._args = (arrays, buffers, perm)
+        self._buffers = buffers
+        self._error: BaseException | None = None
+        self._thread = None
+        if start:
+            self._thread = threading.Thread(target=self._run, name="onnxloss-shuffle", daemon=True)
+            self._thread.start()
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        arrays, buffers, perm = self._args
+        try:
+            for a, b in zip(arrays, buffers, strict=True):
+                np.take(a, perm, axis=0, out=b)  # one call: the GIL is taken once per array
+        except BaseException as exc:  # reported to the training loop, not lost in a thread
+            self._error = exc
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> Batch:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._buffers
 
 
 def _fit_rank(array: np.ndarray, info: TensorInfo) -> np.ndarray:

@@ -41,7 +41,7 @@ from .artifacts import (
     per_sample_mean,
     runtime_compatible,
 )
-from .data import Feeder, is_batch_iterable
+from .data import ArrayEpochs, Feeder, is_batch_iterable
 from .schedules import LearningRateSchedule, make_schedule
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -55,7 +55,7 @@ class OrtGradientOptimizer:
     Args:
         model_onnx: the loss model (``ModelProto`` or path), e.g. from ``add_loss_output``.
         weights_to_train: names of the float32 initializers to train; ``None`` trains every
-            float32 initializer.
+            float32 initializer of rank >= 1 (scalars are usually constants).
         loss_output_name: name of the loss output, which must be the first output.
         max_iter: number of epochs.
         batch_size: samples per step.
@@ -177,8 +177,11 @@ class OrtGradientOptimizer:
         )
         trainables = self.weights_to_train
         if trainables is None:
+            # Scalars are left out: they are constants (skl2onnx's 'unity'), not weights.
             trainables = [
-                t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
+                t.name
+                for t in model.graph.initializer
+                if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) > 0
             ]
         trainables = list(trainables)
         if not trainables:
@@ -192,10 +195,9 @@ class OrtGradientOptimizer:
         )
         self._session = _Session(rt, artifacts, model, layout, trainables)
 
-    def _open(self, checkpoint: str | os.PathLike) -> None:
-        """(Re)create module and optimizer on the state stored in ``checkpoint``."""
+    def _open(self, state) -> None:
+        """(Re)create module and optimizer on a loaded ``CheckpointState``."""
         rt, art = self._session.rt, self._session.artifacts
-        state = rt.api.CheckpointState.load_checkpoint(str(checkpoint))
         options = rt.ort.SessionOptions()
         options.intra_op_num_threads = int(self.n_threads)
         options.inter_op_num_threads = 1
@@ -213,12 +215,14 @@ class OrtGradientOptimizer:
         self._session.bind(state, module, optimizer)
 
     def _reset_run(self) -> None:
-        self._open(self._session.artifacts.checkpoint)
+        session = self._session
+        self._open(session.rt.api.CheckpointState.load_checkpoint(str(session.artifacts.checkpoint)))
         self.train_losses_: list[float] = []
         self.validation_losses_: list[float] = []
         self.n_iter_ = 0
         self.t_ = 1
-        self._rng = np.random.default_rng(self.random_state)
+        self._epochs_run = 0  # epochs of this run, warm starts included: orders the shuffles
+        self._seed = _seed_from(self.random_state)
         self._best = math.inf
         self._no_improvement = 0
         self.trained_ = list(self._session.trainables)
@@ -262,12 +266,14 @@ class OrtGradientOptimizer:
         session.module.train()
         try:
             for epoch in epochs:
-                loss = self._train_epoch(session, train(), epoch)
+                batches = train(self._epochs_run, epoch + 1 < self.max_iter)
+                loss = self._train_epoch(session, batches, epoch)
                 self.train_losses_.append(loss)
                 self.n_iter_ = epoch + 1
+                self._epochs_run += 1
                 monitored = loss
                 if val is not None and (epoch + 1) % self.validation_every == 0:
-                    monitored = self._evaluate(session, val())
+                    monitored = self._evaluate(session, val(0, False))
                     self.validation_losses_.append(monitored)
                 if self.verbose:
                     epochs.set_postfix(loss=f"{loss:.6g}")
@@ -275,17 +281,19 @@ class OrtGradientOptimizer:
                     break
         finally:
             session.module.train()  # a Ctrl-C inside validation must not leave eval mode on
+            for source in (train, val):
+                getattr(source, "close", lambda: None)()
             if self.verbose:
                 epochs.close()
         return self
 
     def _epoch_source(self, feeder: Feeder, X, y, w, *, shuffle: bool):
-        """A callable returning one epoch's batches."""
+        """A callable ``(epoch, prefetch_next) -> batches`` for one data set."""
         if is_batch_iterable(X, y):
             if w is not None:
                 raise OnnxLossError("with an iterable of batches, put the weights in the batches")
 
-            def iterate():
+            def iterate(epoch: int, prefetch_next: bool):
                 empty = True
                 for item in X:
                     empty = False
@@ -300,8 +308,8 @@ class OrtGradientOptimizer:
         arrays = feeder.arrays(X, y, w, lazy=True)
         if len(arrays[0]) == 0:
             raise ShapeError("X has no samples")
-        rng_of = (lambda: self._rng) if shuffle else (lambda: None)
-        return lambda: feeder.batches(arrays, int(self.batch_size), rng_of())
+        seed = self._seed if shuffle else None
+        return _Source(ArrayEpochs(arrays, feeder.order, int(self.batch_size), seed))
 
     def _train_epoch(self, session: _Session, batches: Iterable, epoch: int) -> float:
         module, optimizer, schedule = session.module, session.optimizer, self._schedule
@@ -428,7 +436,8 @@ class OrtGradientOptimizer:
                 "validation_losses": self.validation_losses_,
                 "best": None if math.isinf(self._best) else self._best,
                 "no_improvement": self._no_improvement,
-                "rng": self._rng.bit_generator.state,
+                "seed": str(self._seed),
+                "epochs_run": self._epochs_run,
                 "trained": self.trained_,
             }
         )
@@ -446,8 +455,10 @@ class OrtGradientOptimizer:
         if not Path(path).is_file():
             raise OnnxLossError(f"checkpoint '{path}' does not exist")
         self._setup()
-        self._open(path)
-        state = self._session.state
+        try:
+            state = self._session.rt.api.CheckpointState.load_checkpoint(str(path))
+        except Exception as exc:
+            raise OnnxLossError(f"cannot read checkpoint '{path}': {exc}") from exc
         if _CHECKPOINT_KEY not in state.properties:
             raise OnnxLossError(f"'{path}' is not a checkpoint saved by OrtGradientOptimizer")
         saved = json.loads(state.properties[_CHECKPOINT_KEY])
@@ -456,17 +467,40 @@ class OrtGradientOptimizer:
                 f"checkpoint '{path}' trains {saved['trained']}, this estimator "
                 f"{self._session.trainables}"
             )
+        self._open(state)
         self.n_iter_ = saved["n_iter"]
         self.t_ = saved["t"]
         self.train_losses_ = list(saved["train_losses"])
         self.validation_losses_ = list(saved["validation_losses"])
         self._best = math.inf if saved["best"] is None else saved["best"]
         self._no_improvement = saved["no_improvement"]
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = saved["rng"]
+        self._seed = int(saved["seed"])
+        self._epochs_run = saved["epochs_run"]
         self.trained_ = list(saved["trained"])
         self._resume = True
         return self
+
+
+def _seed_from(random_state: int | None) -> int:
+    """The run's shuffling seed: ``random_state``, or fresh entropy when it is None."""
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
+        raise OnnxLossError(f"random_state must be an int or None, got {random_state!r}")
+    return int(random_state)
+
+
+class _Source:
+    """Calls ``ArrayEpochs.batches``; ``close`` joins its prefetch thread."""
+
+    def __init__(self, epochs: ArrayEpochs):
+        self._epochs = epochs
+
+    def __call__(self, epoch: int, prefetch_next: bool):
+        return self._epochs.batches(epoch, prefetch_next)
+
+    def close(self) -> None:
+        self._epochs.close()
 
 
 class _Session:
