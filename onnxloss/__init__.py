@@ -50,7 +50,7 @@ from .registry import (
     available_regularizers,
     get_registry,
 )
-from .rewrite import read_metadata, rewrite, rewrite_file
+from .rewrite import read_metadata, rewrite, rewrite_file, strip_loss
 from .tensor_info import TensorInfo
 from .terms import Loss, Regularizer, Spec, Term
 
@@ -103,4 +103,5 @@ __all__ = [
     "read_metadata",
     "rewrite",
     "rewrite_file",
+    "strip_loss",
 ]

@@ -5,6 +5,9 @@
 ``onnxloss plugins``
     registered losses and regularizers, the plugin and distribution of each, and any
     plugin that failed to load.
+``onnxloss draw MODEL [-o out.svg]``
+    a picture of a (loss) graph: rendered by Graphviz when installed, else DOT source or
+    the ONNX text format.
 ``onnxloss demo``
     trains a small linear regression and compares it with least squares
     (needs the ``train`` extra).
@@ -116,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list losses, regularizers and their plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
 
+    draw = sub.add_parser("draw", help="draw a (loss) graph: .svg/.png/.pdf, .dot or .txt")
+    draw.add_argument("model", help=".onnx file")
+    draw.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="picture to write: .svg, .png, .pdf (needs Graphviz 'dot'), .dot or .txt; "
+        "without it the ONNX text format goes to stdout",
+    )
+    draw.add_argument(
+        "--loss-only", action="store_true", help="only the nodes onnxloss added (big models)"
+    )
+
     demo = sub.add_parser("demo", help="train a small linear regression (needs [train])")
     demo.add_argument("--samples", type=int, default=1000)
     demo.add_argument("--epochs", type=int, default=50)
@@ -196,6 +212,21 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_draw(args: argparse.Namespace) -> int:
+    import onnx
+
+    from .draw import draw
+    from .model_io import load_model
+
+    model = load_model(args.model, load_external_data=False)
+    if args.output is None:
+        print(onnx.printer.to_text(model))
+        return 0
+    draw(model, args.output, loss_only=args.loss_only)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -203,7 +234,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"add-loss": _cmd_add_loss, "plugins": _cmd_plugins, "demo": _cmd_demo}
+COMMANDS = {
+    "add-loss": _cmd_add_loss,
+    "plugins": _cmd_plugins,
+    "draw": _cmd_draw,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ never held in memory) next to the output when it goes to another folder.
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import shutil
@@ -62,6 +63,27 @@ def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
                     yield attr.t
 
 
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, what: str = "file") -> Iterator[str]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block ends
+    without an exception, so readers see either the old file or the whole new one."""
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise ModelFileError(f"cannot write '{target}': folder '{folder}' does not exist")
+    if target.is_dir():
+        raise ModelFileError(f"cannot write '{target}': it is a folder; give a {what} path")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp_name
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        raise ModelFileError(f"cannot write '{target}': {exc}") from exc
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
 def save_model_atomic(
     model: onnx.ModelProto,
     path: str | os.PathLike,
@@ -77,11 +99,6 @@ def save_model_atomic(
     not the temporary file, not a half-copied data file.
     """
     target = Path(path)
-    folder = target.parent
-    if not folder.is_dir():
-        raise ModelFileError(f"cannot write '{target}': folder '{folder}' does not exist")
-    if target.is_dir():
-        raise ModelFileError(f"cannot write '{target}': it is a folder; give a .onnx file path")
     size = model.ByteSize()
     if size > _PROTOBUF_LIMIT:
         raise ModelFileError(
@@ -89,29 +106,21 @@ def save_model_atomic(
             "store its weights as external data (onnx.save(..., save_as_external_data=True))"
         )
     created: list[Path] = []
-    tmp_name = None
     try:
-        _bring_external_data(external_locations(model), source_dir, folder, created)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        if verify is not None:
-            verify(tmp_name)
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except BaseException as exc:  # KeyboardInterrupt too: never leave a partial output
+        with atomic_output(target, "model file (.onnx)") as tmp_name:
+            _bring_external_data(external_locations(model), target.parent, source_dir, created)
+            with open(tmp_name, "wb") as f:
+                f.write(model.SerializeToString())
+            if verify is not None:
+                verify(tmp_name)
+    except BaseException:  # KeyboardInterrupt too: never leave a half-copied data file
         for p in created:
             p.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ModelFileError(f"cannot write '{target}': {exc}") from exc
         raise
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
 
 
 def _bring_external_data(
-    locations: list[str], source: Path | None, dest: Path, created: list[Path]
+    locations: list[str], dest: Path, source: Path | None, created: list[Path]
 ) -> None:
     """Make each external data file reachable from ``dest``; appends the files it creates."""
     if not locations:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -59,6 +60,18 @@ def load_runtime() -> TrainingRuntime:
             f"onnxruntime's training modules failed to import ({exc}); {INSTALL_HINT}"
         ) from exc
     return TrainingRuntime(ort=ort, api=api, artifacts=artifacts, onnxblock=onnxblock)
+
+
+@contextlib.contextmanager
+def quiet_python_logging() -> Iterator[None]:
+    """Hide the INFO records ``generate_artifacts`` sends to the root logger ("Saved
+    training model to ...") while it runs; warnings and errors still pass."""
+    previous = logging.root.manager.disable
+    logging.disable(max(previous, logging.INFO))
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from ..model_index import ModelIndex
 from ..naming import NameAllocator
 from ..rewrite import read_metadata
 from ..tensor_info import TensorInfo
-from ._runtime import load_runtime, native_log_filter
+from ._runtime import load_runtime, native_log_filter, quiet_python_logging
 
 #: Newest IR version onnxruntime 1.19.2 loads, and newest ai.onnx opset it trains.
 RUNTIME_MAX_IR = 10
@@ -192,7 +192,7 @@ class TrainingArtifacts:
             clip = rt.onnxblock.optim.ClipGradNorm(float(max_grad_norm))
         block = _optimizer_block(rt, optimizer, optimizer_params or {}, clip)
         try:
-            with native_log_filter():
+            with native_log_filter(), quiet_python_logging():
                 rt.artifacts.generate_artifacts(
                     model,
                     requires_grad=list(trainables),

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 import onnx
 
 from ..errors import ConvergenceError, OnnxLossError, ShapeError
-from ..model_io import load_model
+from ..model_io import atomic_output, load_model
 from ..rewrite import read_metadata, strip_loss
 from ..terms import check_number
 from ._runtime import load_runtime
@@ -441,14 +440,8 @@ class OrtGradientOptimizer:
                 "trained": self.trained_,
             }
         )
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-        os.close(fd)
-        try:
+        with atomic_output(path, "checkpoint file") as tmp:
             rt.api.CheckpointState.save_checkpoint(session.state, tmp, include_optimizer_state=True)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     def load_checkpoint(self, path: str | os.PathLike) -> OrtGradientOptimizer:
         """Restore a run saved by :meth:`save_checkpoint`; the next ``fit`` continues it."""
