@@ -73,15 +73,23 @@ def main() -> None:
     load = best(lambda: onnx.load(path), args.repeat)
     rows = [
         ("add_loss_output(proto), 1 penalty", lambda: add(model, **seed)),
-        ("rewrite(proto, validate=False), 1 penalty", lambda: onnxloss.rewrite(model, spec, validate=False)),
+        (
+            "rewrite(proto, validate=False), 1 penalty",
+            lambda: onnxloss.rewrite(model, spec, validate=False),
+        ),
         ("add_loss_output(path), 1 penalty", lambda: add(path, **seed)),
         ("add_loss_output_file(path->path), 1 penalty", lambda: add_file(path, out, **seed)),
         (f"add_loss_output(proto), {args.layers} penalised", lambda: add(model, **every)),
-        ("onnx.checker.check_model(full_check=True)", lambda: onnx.checker.check_model(model, full_check=True)),
+        (
+            "onnx.checker.check_model(full_check=True)",
+            lambda: onnx.checker.check_model(model, full_check=True),
+        ),
     ]
-    print(f"model: {len(model.graph.node)} nodes, {len(model.graph.initializer)} initializers, "
-          f"{os.path.getsize(path) / 1e6:.1f} MB; best of {args.repeat}; validation (full "
-          "checker) is on unless said")
+    print(
+        f"model: {len(model.graph.node)} nodes, {len(model.graph.initializer)} initializers, "
+        f"{os.path.getsize(path) / 1e6:.1f} MB; best of {args.repeat}; validation (full "
+        "checker) is on unless said"
+    )
     print(f"{'figure':<46} {'seconds':>9} {'baseline (onnx.load)':>21} {'ratio':>7}")
     for name, fn in rows:
         seconds = best(fn, args.repeat)

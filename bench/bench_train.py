@@ -58,8 +58,11 @@ def main() -> None:
         ("MLP 100-50-10-1", mlp((100, 50, 10, 1)), 100),
     ]
     print(f"{n} samples x 100 features; seconds per epoch, best of {args.repeat}")
-    header = f"{'workload':<16} {'batch':>5} {'threads':>7} {'fit':>9} {'fit+shuffle':>11} {'bare loop':>9} {'ratio':>6} {'ratio+shuffle':>13}"
-    print(header)
+    columns = ("workload", "batch", "threads", "fit", "fit+shuffle", "bare loop", "ratio")
+    widths = (16, 5, 7, 9, 11, 9, 6)
+    cells = [f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)]
+    header = " ".join([f"{columns[0]:<{widths[0]}}", *cells[1:]])
+    print(header + " " + f"{'ratio+shuffle':>13}")
     for name, model, batch in workloads:
         loss_model = onnxloss.add_loss_output(model)  # squared error, sum: the seed's default
         for threads in (1, 2):
@@ -77,8 +80,10 @@ def main() -> None:
                     for _ in range(args.epochs)) / args.epochs
                 for _ in range(args.repeat)
             )  # fmt: skip
-            print(f"{name:<16} {batch:>5} {threads:>7} {fit:>9.3f} {shuffled:>11.3f} {bare:>9.3f} "
-                  f"{fit / bare:>6.3f} {shuffled / bare:>13.3f}")
+            print(
+                f"{name:<16} {batch:>5} {threads:>7} {fit:>9.3f} {shuffled:>11.3f} {bare:>9.3f} "
+                f"{fit / bare:>6.3f} {shuffled / bare:>13.3f}"
+            )
 
 
 if __name__ == "__main__":

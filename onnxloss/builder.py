@@ -44,7 +44,7 @@ class GraphBuilder:
             numbers passed as inputs become constants of this type.
     """
 
-    def __init__(self, opset: int, names: NameAllocator, dtype: np.dtype = np.dtype("float32")):
+    def __init__(self, opset: int, names: NameAllocator, dtype=np.float32):
         self.opset = opset
         self.dtype = np.dtype(dtype)
         self._names = names

@@ -28,8 +28,12 @@ def run_demo(n_samples: int = 1000, epochs: int = 50, seed: int = 0, print_fn=pr
     loss_model = add_loss_output(model, score_name="squared_error")
     start = time.perf_counter()
     trainer = OrtGradientOptimizer(
-        loss_model, ["coef", "intercept"], learning_rate=0.01, max_iter=epochs,
-        batch_size=16, random_state=seed,
+        loss_model,
+        ["coef", "intercept"],
+        learning_rate=0.01,
+        max_iter=epochs,
+        batch_size=16,
+        random_state=seed,
     )
     trainer.fit(X, y)
     seconds = time.perf_counter() - start
@@ -42,8 +46,10 @@ def run_demo(n_samples: int = 1000, epochs: int = 50, seed: int = 0, print_fn=pr
         f"onnxloss demo: linear regression, {n_samples} samples, squared error, "
         f"SGD (lr 0.01, batch 16), {epochs} epochs in {seconds:.2f} s"
     )
-    print_fn(f"loss per sample: first epoch {trainer.train_losses_[0]:.4f}, "
-             f"last epoch {trainer.train_losses_[-1]:.4f}")
+    print_fn(
+        f"loss per sample: first epoch {trainer.train_losses_[0]:.4f}, "
+        f"last epoch {trainer.train_losses_[-1]:.4f}"
+    )
     names = [f"coef[{i}]" for i in range(true_coef.size)] + ["intercept"]
     truth = np.r_[true_coef, 0.7]
     print_fn(f"{'weight':<10} {'onnxloss':>10} {'lstsq':>10} {'true':>8}")

@@ -82,9 +82,7 @@ def to_dot(model: onnx.ModelProto, *, loss_only: bool = False, rankdir: str = "T
     return "\n".join(lines) + "\n"
 
 
-def draw(
-    model: onnx.ModelProto, path: str | os.PathLike, *, loss_only: bool = False
-) -> Path:
+def draw(model: onnx.ModelProto, path: str | os.PathLike, *, loss_only: bool = False) -> Path:
     """Write a picture of ``model`` to ``path``, chosen by its suffix.
 
     ``.svg``, ``.png``, ``.pdf``: rendered by Graphviz's ``dot`` (an OnnxLossError says so

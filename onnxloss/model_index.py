@@ -6,8 +6,8 @@ Built once per rewrite from the caller's model without copying or modifying it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import chain
 from functools import cached_property
+from itertools import chain
 
 import onnx
 

@@ -327,8 +327,8 @@ def _attach_loss(g: GraphBuilder, b: BoundLoss) -> Value:
         per_sample = b.term.per_sample(g, g.input(b.prediction), g.input(b.target), b.prediction)
         if b.weight is not None:
             per_sample = g.Mul(per_sample, g.input(b.weight))
-        reduced = g.reduce_sum(per_sample) if b.term.reduction == "sum" else g.reduce_mean(
-            per_sample
+        reduced = (
+            g.reduce_sum(per_sample) if b.term.reduction == "sum" else g.reduce_mean(per_sample)
         )
         return reduced if b.coef == 1.0 else g.Mul(reduced, b.coef)
 
@@ -370,9 +370,7 @@ def _fragment_model(
     produced = {o for n in nodes for o in n.output}
     used = {i for n in nodes for i in n.input if i and i not in produced}
     inputs = [_outer_info(state, n).value_info() for n in sorted(used)]
-    outs = [
-        onnx.helper.make_tensor_value_info(v.name, state.loss_elem_type, []) for v in outputs
-    ]
+    outs = [onnx.helper.make_tensor_value_info(v.name, state.loss_elem_type, []) for v in outputs]
     graph = onnx.helper.make_graph(nodes, name, inputs, outs)
     opset = [onnx.helper.make_opsetid("", state.index.opset)]
     return onnx.helper.make_model(

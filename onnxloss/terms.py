@@ -157,20 +157,17 @@ class Loss(Term):
     ):
         if output is not None and (isinstance(output, bool) or not isinstance(output, int | str)):
             raise OutputSelectionError(
-                f"{type(self).__name__}: output must be an output name or position, "
-                f"got {output!r}"
+                f"{type(self).__name__}: output must be an output name or position, got {output!r}"
             )
         for label, value in (("target", target), ("weight", weight)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise OutputSelectionError(
-                    f"{type(self).__name__}: {label} must be a non-empty input name, "
-                    f"got {value!r}"
+                    f"{type(self).__name__}: {label} must be a non-empty input name, got {value!r}"
                 )
         reduction = self.default_reduction if reduction is None else reduction
         if reduction not in REDUCTIONS:
             raise CoefficientError(
-                f"{type(self).__name__}: reduction must be one of {REDUCTIONS}, "
-                f"got {reduction!r}"
+                f"{type(self).__name__}: reduction must be one of {REDUCTIONS}, got {reduction!r}"
             )
         self.output = output
         self.target = target

@@ -91,10 +91,13 @@ def test_console_script_and_module_entry(model_file, tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    got, _ = run_model(onnx.load(out), {"X": np.ones((2, 3), np.float32), "label": np.zeros((2, 1), np.float32)})
+    got, _ = run_model(
+        onnx.load(out), {"X": np.ones((2, 3), np.float32), "label": np.zeros((2, 1), np.float32)}
+    )
     assert got == pytest.approx(72.0)
     bad = subprocess.run(
-        [sys.executable, "-m", "onnxloss", "add-loss", str(model_file), str(out), "--score-name", "x"],
+        [sys.executable, "-m", "onnxloss", "add-loss", str(model_file), str(out)]
+        + ["--score-name", "x"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2

@@ -26,7 +26,7 @@ def test_dot_marks_the_nodes_onnxloss_added(loss_model):
     meta = onnxloss.read_metadata(loss_model)
     assert len(filled) == meta["nodes"]
     assert 'label="MatMul\\nmatmul", shape=box];' in dot  # the original node, not filled
-    assert 'shape=ellipse, style=bold' in dot  # outputs
+    assert "shape=ellipse, style=bold" in dot  # outputs
     only = to_dot(loss_model, loss_only=True)
     assert "MatMul" not in only and only.count("fillcolor") == meta["nodes"]
 

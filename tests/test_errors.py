@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from conftest import identity_model
 from onnx import TensorProto
@@ -36,23 +35,32 @@ def test_all_errors_are_value_errors():
 
 
 def test_unknown_loss_lists_available():
-    with pytest.raises(onnxloss.UnknownTermError, match="'focal'.*available: absolute_error.*squared_error"):
+    with pytest.raises(
+        onnxloss.UnknownTermError, match="'focal'.*available: absolute_error.*squared_error"
+    ):
         add_loss_output(linear_regression(2), score_name="focal")
 
 
 def test_several_outputs_need_output_index():
-    with pytest.raises(onnxloss.OutputSelectionError, match=r"2 outputs \['first', 'second'\].*output_index"):
+    with pytest.raises(
+        onnxloss.OutputSelectionError, match=r"2 outputs \['first', 'second'\].*output_index"
+    ):
         add_loss_output(two_outputs())
 
 
 @pytest.mark.parametrize("index", [2, -3, "third"])
 def test_unknown_output(index):
-    with pytest.raises(onnxloss.OutputSelectionError, match=r"(out of range|no output or tensor named 'third').*\['first', 'second'\]"):
+    with pytest.raises(
+        onnxloss.OutputSelectionError,
+        match=r"(out of range|no output or tensor named 'third').*\['first', 'second'\]",
+    ):
         add_loss_output(two_outputs(), output_index=index)
 
 
 def test_unknown_tensor_in_penalty():
-    with pytest.raises(onnxloss.TensorNotFoundError, match=r"'weights'.*no tensor.*\['coef', 'intercept'\]"):
+    with pytest.raises(
+        onnxloss.TensorNotFoundError, match=r"'weights'.*no tensor.*\['coef', 'intercept'\]"
+    ):
         add_loss_output(linear_regression(2), penalty={"weights": 0.1})
 
 
@@ -166,7 +174,9 @@ def test_bad_coefficients(call):
 
 
 def test_unknown_loss_option():
-    with pytest.raises(onnxloss.CoefficientError, match="'huber' has no option 'gamma'; it accepts delta"):
+    with pytest.raises(
+        onnxloss.CoefficientError, match="'huber' has no option 'gamma'; it accepts delta"
+    ):
         add_loss_output(linear_regression(2), score_name="huber", gamma=2)
 
 

@@ -7,10 +7,10 @@ import onnx
 import pytest
 from conftest import HAS_ORT
 from onnx import helper as oh
+from reference import CLASS_LOSSES
 
 import onnxloss
 from onnxloss.examples import mlp
-from reference import CLASS_LOSSES
 
 pytestmark = pytest.mark.skipif(not HAS_ORT, reason="needs the [train] extra")
 

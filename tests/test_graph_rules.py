@@ -137,7 +137,9 @@ def test_new_names_unique_against_subgraphs_too():
     outputs = [o for n in added for o in n.output]
     assert len(set(outputs)) == len(outputs)
     x = np.ones((2, 2), np.float32)
-    loss, variable = run_model_ref(result, {"X": x, "flag": np.array(True), "label": np.zeros((2, 1), np.float32)})
+    loss, variable = run_model_ref(
+        result, {"X": x, "flag": np.array(True), "label": np.zeros((2, 1), np.float32)}
+    )
     assert loss == pytest.approx(float((variable**2).sum()) / 2)  # mean over 2 samples
 
 
@@ -196,7 +198,11 @@ def test_reduce_mean_axes_follow_the_opset(opset, form):
     """ReduceMean takes axes as an attribute before opset 18 and as an input from 18."""
     model = identity_model(("N", 3), opset=opset)
     result = onnxloss.rewrite(model, onnxloss.CrossEntropyLoss(label_smoothing=0.2))
-    means = [n for n in result.graph.node if n.op_type == "ReduceMean" and len(n.input) + len(n.attribute) > 2]
+    means = [
+        n
+        for n in result.graph.node
+        if n.op_type == "ReduceMean" and len(n.input) + len(n.attribute) > 2
+    ]
     assert means, "label smoothing reduces over the class axis"
     for node in means:
         has_attr = any(a.name == "axes" for a in node.attribute)
@@ -255,7 +261,10 @@ def test_two_losses_may_share_a_label():
 def test_loss_on_an_intermediate_tensor():
     """A loss may bind to a tensor inside the graph (e.g. logits before a softmax)."""
     graph = oh.make_graph(
-        [oh.make_node("Identity", ["P"], ["logits"]), oh.make_node("Softmax", ["logits"], ["proba"], axis=1)],
+        [
+            oh.make_node("Identity", ["P"], ["logits"]),
+            oh.make_node("Softmax", ["logits"], ["proba"], axis=1),
+        ],
         "clf",
         [oh.make_tensor_value_info("P", TensorProto.FLOAT, ["N", 3])],
         [oh.make_tensor_value_info("proba", TensorProto.FLOAT, ["N", 3])],

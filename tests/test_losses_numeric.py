@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import identity_model, run_model
 from onnx import TensorProto
+from reference import CLASS_LOSSES, loss, sample_data
 
 import onnxloss
 from onnxloss import MAX_OPSET
-from reference import CLASS_LOSSES, loss, sample_data
 
 # name, options: one row per loss and hyper-parameter setting worth a check.
 CASES = [

@@ -7,12 +7,20 @@ import onnx
 from conftest import identity_model, run_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import CLASS_LOSSES, loss, penalty, sample_data
 
 import onnxloss
 from onnxloss.examples import linear_regression
-from reference import CLASS_LOSSES, loss, penalty, sample_data
 
-REGRESSION = ["squared_error", "absolute_error", "elastic", "huber", "quantile", "poisson", "bce_with_logits"]
+REGRESSION = [
+    "squared_error",
+    "absolute_error",
+    "elastic",
+    "huber",
+    "quantile",
+    "poisson",
+    "bce_with_logits",
+]
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -27,7 +35,9 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
     weighted=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_random_combinations_of_regression_losses(names, coefs, reductions, batch, cols, opset, weighted, seed):
+def test_random_combinations_of_regression_losses(
+    names, coefs, reductions, batch, cols, opset, weighted, seed
+):
     rng = np.random.default_rng(seed)
     model = identity_model(("N", cols), opset=opset)
     p = rng.normal(size=(batch, cols)).astype(np.float32)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import run_model
+from reference import loss, penalty
 
 import onnxloss
 from onnxloss.examples import linear_regression, mlp
-from reference import loss, penalty
 
 OPSETS = [13, 17, 21, onnxloss.MAX_OPSET]
 
@@ -23,7 +23,11 @@ def _ir(opset):
     [
         (onnxloss.L1Penalty("coef", 0.3), "l1", {"alpha": 0.3}),
         (onnxloss.L2Penalty("coef", 0.01), "l2", {"alpha": 0.01}),
-        (onnxloss.ElasticNetPenalty("coef", l1=0.2, l2=0.05), "elastic_net", {"l1": 0.2, "l2": 0.05}),
+        (
+            onnxloss.ElasticNetPenalty("coef", l1=0.2, l2=0.05),
+            "elastic_net",
+            {"l1": 0.2, "l2": 0.05},
+        ),
         (onnxloss.ElasticNetPenalty("coef", l2=0.05), "elastic_net", {"l2": 0.05}),
     ],
     ids=["l1", "l2", "elastic_net", "elastic_net_l2_only"],
@@ -32,7 +36,9 @@ def test_penalty_adds_to_loss(term, name, options, opset):
     rng = np.random.default_rng(0)
     coef = rng.normal(size=(3, 2)).astype(np.float32)
     intercept = rng.normal(size=2).astype(np.float32)
-    model = linear_regression(3, 2, opset=opset, ir_version=_ir(opset), coef=coef, intercept=intercept)
+    model = linear_regression(
+        3, 2, opset=opset, ir_version=_ir(opset), coef=coef, intercept=intercept
+    )
     result = onnxloss.rewrite(model, onnxloss.MSELoss(reduction="sum") + term)
     X = rng.normal(size=(6, 3)).astype(np.float32)
     y = rng.normal(size=(6, 2)).astype(np.float32)
@@ -51,7 +57,9 @@ def test_glob_matches_every_weight_matrix():
     y = rng.normal(size=(8, 1)).astype(np.float32)
     got, pred = run_model(result, {"X": X, "label": y})
     matrices = [weights[n] for n in ("W0", "W1", "W2")]
-    expected = loss("squared_error", pred.astype(np.float64), y) + penalty("l2", matrices, alpha=0.1)
+    expected = loss("squared_error", pred.astype(np.float64), y) + penalty(
+        "l2", matrices, alpha=0.1
+    )
     np.testing.assert_allclose(got, expected, rtol=2e-5)
 
 
@@ -91,7 +99,9 @@ def test_float64_weight_penalty_cast_to_float_loss():
     y = np.zeros((3, 1), np.float32)
     got, pred = run_model(result, {"X": X, "label": y})
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, loss("squared_error", pred, y) + 0.1 * (coef**2).sum(), rtol=1e-6)
+    np.testing.assert_allclose(
+        got, loss("squared_error", pred, y) + 0.1 * (coef**2).sum(), rtol=1e-6
+    )
 
 
 def onnx_array(tensor):

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 from conftest import identity_model, run_model
+from reference import loss
 
 import onnxloss
 from onnxloss import add_loss_output
 from onnxloss.examples import linear_regression
-from reference import loss
 
 COEF = np.array([[0.5], [-1.0], [2.0]], np.float32)
 INTERCEPT = np.array([0.25], np.float32)

@@ -63,8 +63,14 @@ def test_weighted_squared_error_converges_to_weighted_least_squares():
 def test_seed_example_runs_and_its_loss_falls():
     X, y = regression_data(noise=0.2)
     w = np.random.default_rng(3).uniform(0.5, 1.5, size=len(X))
-    onx_loss = add_loss_output(linear_regression(3), weight_name="weight", score_name="elastic",
-                               l1_weight=0.1, l2_weight=0.9, penalty={"coef": {"l2": 0.01}})  # fmt: skip
+    onx_loss = add_loss_output(
+        linear_regression(3),
+        weight_name="weight",
+        score_name="elastic",
+        l1_weight=0.1,
+        l2_weight=0.9,
+        penalty={"coef": {"l2": 0.01}},
+    )
     train_session = OrtGradientOptimizer(onx_loss, ["intercept", "coef"], learning_rate=1e-3)
     train_session.fit(X, y, w)
     state_tensors = train_session.get_state()
@@ -103,7 +109,9 @@ def test_update_rule_is_eta_times_gradient_of_mean_loss(reduction, schedule):
     ragged last batch)."""
     X, y = regression_data(n=50, noise=0.1)
     w = np.random.default_rng(4).uniform(0.5, 2.0, size=len(X))
-    model = onnxloss.rewrite(linear_regression(3), onnxloss.MSELoss(weight="w", reduction=reduction))
+    model = onnxloss.rewrite(
+        linear_regression(3), onnxloss.MSELoss(weight="w", reduction=reduction)
+    )
     trainer = OrtGradientOptimizer(model, ["coef", "intercept"], learning_rate=schedule,
                                    batch_size=7, max_iter=3, random_state=11)  # fmt: skip
     trainer.fit(X, y, w)
@@ -145,7 +153,9 @@ def test_mlp_regressor_from_skl2onnx_trains():
     y = np.tanh(y)
     sk = MLPRegressor(hidden_layer_sizes=(10,), max_iter=3, random_state=0).fit(X, y)
     onx = to_onnx(sk, X[:1].astype(np.float32), target_opset=17)
-    names = [t.name for t in onx.graph.initializer if t.name.startswith(("coefficient", "intercepts"))]
+    names = [
+        t.name for t in onx.graph.initializer if t.name.startswith(("coefficient", "intercepts"))
+    ]
     trainer = OrtGradientOptimizer(add_loss_output(onx), names, learning_rate=0.01,
                                    max_iter=60, random_state=0)  # fmt: skip
     trainer.fit(X, y)
@@ -162,9 +172,15 @@ def test_binary_classifier_from_skl2onnx_trains_with_log_loss():
     y = ((X[:, 0] + 0.5 * X[:, 1]) > 0).astype(np.int64)
     sk = MLPClassifier(hidden_layer_sizes=(6,), max_iter=2, random_state=0).fit(X, y)
     onx = to_onnx(sk, X[:1].astype(np.float32), target_opset=17, options={"zipmap": False})
-    loss_model = add_loss_output(onx, score_name="log", output_index="probabilities", label_name="y")
-    names = [t.name for t in onx.graph.initializer if t.name.startswith(("coefficient", "intercepts"))]
-    trainer = OrtGradientOptimizer(loss_model, names, learning_rate=0.05, max_iter=40, random_state=0)
+    loss_model = add_loss_output(
+        onx, score_name="log", output_index="probabilities", label_name="y"
+    )
+    names = [
+        t.name for t in onx.graph.initializer if t.name.startswith(("coefficient", "intercepts"))
+    ]
+    trainer = OrtGradientOptimizer(
+        loss_model, names, learning_rate=0.05, max_iter=40, random_state=0
+    )
     trainer.fit(X, y)
     assert trainer.train_losses_[-1] < 0.5 * trainer.train_losses_[0]
     trained = trainer.get_trained_onnx()
@@ -181,7 +197,9 @@ def test_trained_onnx_predicts_with_the_state():
     assert [o.name for o in inference.graph.output] == ["variable"]
     state = trainer.get_state()
     (pred,) = run_model(inference, {"X": X.astype(np.float32)})
-    np.testing.assert_allclose(pred, X.astype(np.float32) @ state["coef"] + state["intercept"], rtol=1e-5)
+    np.testing.assert_allclose(
+        pred, X.astype(np.float32) @ state["coef"] + state["intercept"], rtol=1e-5
+    )
     # Into a caller-supplied inference model: the same weights.
     again = trainer.get_trained_onnx(linear_regression(3))
     assert again.graph.SerializeToString() == inference.graph.SerializeToString()
@@ -237,7 +255,9 @@ def test_checkpoint_errors(tmp_path):
 
 def test_huge_learning_rate_raises_convergence_error():
     X, y = regression_data(n=100)
-    trainer = OrtGradientOptimizer(add_loss_output(linear_regression(3)), learning_rate=1e9, max_iter=5)
+    trainer = OrtGradientOptimizer(
+        add_loss_output(linear_regression(3)), learning_rate=1e9, max_iter=5
+    )
     with pytest.raises(ConvergenceError, match=r"(nan|inf) at epoch \d+, batch \d+"):
         trainer.fit(X, y)
     assert all(np.isfinite(v).all() for v in trainer.get_state().values())  # bad step not applied
@@ -257,7 +277,9 @@ def test_ctrl_c_leaves_a_usable_trainer():
                     raise KeyboardInterrupt
                 yield item
 
-    trainer = OrtGradientOptimizer(add_loss_output(linear_regression(3)), learning_rate=0.05, max_iter=5)
+    trainer = OrtGradientOptimizer(
+        add_loss_output(linear_regression(3)), learning_rate=0.05, max_iter=5
+    )
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(InterruptInSecondEpoch())
     assert len(trainer.train_losses_) == 1 and trainer.n_iter_ == 1
@@ -291,11 +313,15 @@ def test_iterable_of_batches_and_memmap(tmp_path):
     mm = np.memmap(tmp_path / "X.dat", dtype=np.float64, mode="w+", shape=X.shape)
     mm[:] = X
     mm.flush()
-    from_memmap = OrtGradientOptimizer(model, **params).fit(np.memmap(tmp_path / "X.dat", dtype=np.float64, mode="r", shape=X.shape), y)
+    from_memmap = OrtGradientOptimizer(model, **params).fit(
+        np.memmap(tmp_path / "X.dat", dtype=np.float64, mode="r", shape=X.shape), y
+    )
     for other in (from_batches, from_memmap):
         np.testing.assert_array_equal(weights_vector(other), weights_vector(from_arrays))
         assert other.train_losses_ == from_arrays.train_losses_
-    shuffled = OrtGradientOptimizer(model, learning_rate=0.05, batch_size=10, max_iter=30, random_state=0)
+    shuffled = OrtGradientOptimizer(
+        model, learning_rate=0.05, batch_size=10, max_iter=30, random_state=0
+    )
     shuffled.fit(np.memmap(tmp_path / "X.dat", dtype=np.float64, mode="r", shape=X.shape), y)
     assert shuffled.train_losses_[-1] < 0.05 * shuffled.train_losses_[0]
 
@@ -319,7 +345,10 @@ def test_validation_losses_are_the_mean_loss_on_validation_data():
     r = Xv @ state["coef"].ravel().astype(np.float64) + state["intercept"][0] - yv
     # sum-reduced model: the trainer reports (Σ r² + penalty) / N over one batch of 10
     batches = [slice(i, i + 10) for i in range(0, 30, 10)]
-    per_batch = [((r[b] ** 2).sum() + 0.05 * (state["coef"].astype(np.float64) ** 2).sum()) / 10 for b in batches]
+    per_batch = [
+        ((r[b] ** 2).sum() + 0.05 * (state["coef"].astype(np.float64) ** 2).sum()) / 10
+        for b in batches
+    ]
     np.testing.assert_allclose(trainer.validation_losses_[-1], np.mean(per_batch), rtol=1e-5)
 
 
@@ -365,7 +394,9 @@ def test_trainables_must_be_float32_initializers():
     with pytest.raises(onnxloss.DtypeError, match="'coef' is DOUBLE, not FLOAT"):
         OrtGradientOptimizer(model64, ["coef"]).fit(X, y)
     model = add_loss_output(linear_regression(3))
-    with pytest.raises(onnxloss.DtypeError, match="'X' is a graph input.*'W' is not an initializer"):
+    with pytest.raises(
+        onnxloss.DtypeError, match="'X' is a graph input.*'W' is not an initializer"
+    ):
         OrtGradientOptimizer(model, ["X", "W"]).fit(X, y)
 
 

@@ -38,14 +38,26 @@ def best(fn):
 
 
 results = {}
-sk = MLPRegressor(hidden_layer_sizes=(50, 10), solver="sgd", momentum=0.0, batch_size=batch,
-                  learning_rate_init=1e-3, shuffle=True, random_state=0)
+sk = MLPRegressor(
+    hidden_layer_sizes=(50, 10),
+    solver="sgd",
+    momentum=0.0,
+    batch_size=batch,
+    learning_rate_init=1e-3,
+    shuffle=True,
+    random_state=0,
+)
 sk.partial_fit(X, y)
 results["scikit-learn"] = best(lambda: sk.partial_fit(X, y))
 
-trainer = OrtGradientOptimizer(onnxloss.rewrite(mlp((20, 50, 10, 1)), onnxloss.MSELoss()),
-                               learning_rate=1e-3, batch_size=batch, max_iter=1,
-                               warm_start=True, random_state=0)
+trainer = OrtGradientOptimizer(
+    onnxloss.rewrite(mlp((20, 50, 10, 1)), onnxloss.MSELoss()),
+    learning_rate=1e-3,
+    batch_size=batch,
+    max_iter=1,
+    warm_start=True,
+    random_state=0,
+)
 trainer.fit(X, y)
 results["onnxloss"] = best(lambda: trainer.fit(X, y))
 
@@ -53,8 +65,13 @@ if importlib.util.find_spec("torch") is not None:
     import torch
 
     torch.set_num_threads(1)
-    net = torch.nn.Sequential(torch.nn.Linear(20, 50), torch.nn.ReLU(), torch.nn.Linear(50, 10),
-                              torch.nn.ReLU(), torch.nn.Linear(10, 1))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(20, 50),
+        torch.nn.ReLU(),
+        torch.nn.Linear(50, 10),
+        torch.nn.ReLU(),
+        torch.nn.Linear(10, 1),
+    )
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
     tx, ty = torch.from_numpy(X), torch.from_numpy(y[:, None])
 
@@ -74,6 +91,8 @@ for name, seconds in results.items():
     print(f"{name:<13} {seconds:.3f} s/epoch ({seconds / results['onnxloss']:.2f}x onnxloss)")
 
 fig, ax = plt.subplots(figsize=(6, 3))
-ax.barh(list(results), list(results.values()), color=["#4c72b0", "#dd8452", "#55a868"][: len(results)])
+ax.barh(
+    list(results), list(results.values()), color=["#4c72b0", "#dd8452", "#55a868"][: len(results)]
+)
 ax.set_xlabel("seconds per epoch (20,000 samples, batch 100)")
 fig.tight_layout()

@@ -21,8 +21,12 @@ from onnxloss.examples import linear_regression
 from onnxloss.train import OrtGradientOptimizer
 
 onx_loss = onnxloss.add_loss_output(
-    linear_regression(6), weight_name="weight", score_name="elastic",
-    l1_weight=0.1, l2_weight=0.9, penalty={"coef": {"l1": 40.0, "l2": 0.1}},
+    linear_regression(6),
+    weight_name="weight",
+    score_name="elastic",
+    l1_weight=0.1,
+    l2_weight=0.9,
+    penalty={"coef": {"l1": 40.0, "l2": 0.1}},
 )
 print("inputs: ", [i.name for i in onx_loss.graph.input])
 print("outputs:", [o.name for o in onx_loss.graph.output])
@@ -48,12 +52,20 @@ w = rng.uniform(0.5, 1.5, size=100)
 coefs = {}
 for label, model in [
     ("elastic + L1/L2 penalty", onx_loss),
-    ("elastic only", onnxloss.add_loss_output(linear_regression(6), weight_name="weight",
-                                              score_name="elastic", l1_weight=0.1,
-                                              l2_weight=0.9)),
+    (
+        "elastic only",
+        onnxloss.add_loss_output(
+            linear_regression(6),
+            weight_name="weight",
+            score_name="elastic",
+            l1_weight=0.1,
+            l2_weight=0.9,
+        ),
+    ),
 ]:
-    trainer = OrtGradientOptimizer(model, ["coef", "intercept"], learning_rate=0.02,
-                                   batch_size=100, max_iter=600)
+    trainer = OrtGradientOptimizer(
+        model, ["coef", "intercept"], learning_rate=0.02, batch_size=100, max_iter=600
+    )
     trainer.fit(X, y, w)
     coefs[label] = trainer.get_state()["coef"].ravel()
     print(f"{label:<24} coef = {np.round(coefs[label], 3)}")

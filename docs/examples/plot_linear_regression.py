@@ -31,17 +31,26 @@ epochs, eta0, power_t = 15, 0.01, 0.25
 # counting samples.
 
 loss_model = onnxloss.add_loss_output(linear_regression(X.shape[1]))
-trainer = OrtGradientOptimizer(loss_model, ["coef", "intercept"], learning_rate="invscaling",
-                               eta0=eta0 / 2, power_t=power_t, batch_size=1, max_iter=1,
-                               warm_start=True, random_state=0)
+trainer = OrtGradientOptimizer(
+    loss_model,
+    ["coef", "intercept"],
+    learning_rate="invscaling",
+    eta0=eta0 / 2,
+    power_t=power_t,
+    batch_size=1,
+    max_iter=1,
+    warm_start=True,
+    random_state=0,
+)
 onnx_mse = []
 for _ in range(epochs):
     trainer.fit(X, y)
     state = trainer.get_state()
     onnx_mse.append(float(np.mean((X @ state["coef"].ravel() + state["intercept"] - y) ** 2)))
 
-sgd = SGDRegressor(penalty=None, learning_rate="invscaling", eta0=eta0, power_t=power_t,
-                   random_state=0)
+sgd = SGDRegressor(
+    penalty=None, learning_rate="invscaling", eta0=eta0, power_t=power_t, random_state=0
+)
 sk_mse = []
 for _ in range(epochs):
     sgd.partial_fit(X, y)
@@ -49,8 +58,10 @@ for _ in range(epochs):
 
 exact = LinearRegression().fit(X, y)
 best = float(np.mean((exact.predict(X) - y) ** 2))
-print(f"training MSE after {epochs} epochs: onnxloss {onnx_mse[-1]:.4f}, "
-      f"SGDRegressor {sk_mse[-1]:.4f}, closed form {best:.4f}")
+print(
+    f"training MSE after {epochs} epochs: onnxloss {onnx_mse[-1]:.4f}, "
+    f"SGDRegressor {sk_mse[-1]:.4f}, closed form {best:.4f}"
+)
 
 # %%
 # Weights and loss curves side by side.

@@ -26,9 +26,17 @@ X = X.astype(np.float32)
 epochs, eta, batch = 30, 0.01, 20
 
 # One epoch to initialise the weights, then convert: both trainers start from here.
-sk = MLPRegressor(hidden_layer_sizes=(20,), solver="sgd", learning_rate_init=eta,
-                  momentum=0.0, alpha=0.0, batch_size=batch, shuffle=False,
-                  max_iter=1, random_state=0).fit(X, y)
+sk = MLPRegressor(
+    hidden_layer_sizes=(20,),
+    solver="sgd",
+    learning_rate_init=eta,
+    momentum=0.0,
+    alpha=0.0,
+    batch_size=batch,
+    shuffle=False,
+    max_iter=1,
+    random_state=0,
+).fit(X, y)
 onx = to_onnx(sk, X[:1], target_opset=17)
 weights = [t.name for t in onx.graph.initializer if t.name.startswith(("coef", "inter"))]
 print("trained tensors:", weights)
@@ -38,8 +46,13 @@ print("trained tensors:", weights)
 # squared error is ``(p - y)²`` averaged, so half the learning rate makes the same steps.
 
 trainer = OrtGradientOptimizer(
-    onnxloss.rewrite(onx, onnxloss.MSELoss(reduction="mean")), weights,
-    learning_rate=eta / 2, batch_size=batch, max_iter=1, shuffle=False, warm_start=True,
+    onnxloss.rewrite(onx, onnxloss.MSELoss(reduction="mean")),
+    weights,
+    learning_rate=eta / 2,
+    batch_size=batch,
+    max_iter=1,
+    shuffle=False,
+    warm_start=True,
 )
 onnx_mse, sk_mse = [], []
 for _ in range(epochs):

@@ -17,8 +17,8 @@ import onnx
 import onnxloss
 from onnxloss.draw import draw, has_graphviz
 from onnxloss.examples import linear_regression
-from onnxloss.train.artifacts import TrainingArtifacts
 from onnxloss.train._runtime import load_runtime
+from onnxloss.train.artifacts import TrainingArtifacts
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(500, 3)).astype(np.float32)
@@ -63,7 +63,7 @@ optimizer = rt.api.Optimizer(str(artifacts.optimizer_model), module)
 optimizer.set_learning_rate(0.05)
 print("module inputs:", module.input_names())
 losses = []
-for epoch in range(20):
+for _epoch in range(20):
     total = 0.0
     for start in range(0, len(X), 50):
         loss, _ = module(X[start : start + 50], y[start : start + 50])
@@ -71,16 +71,18 @@ for epoch in range(20):
         module.lazy_reset_grad()
         total += float(loss) * 50
     losses.append(total / len(X))
-print("coef:", state.parameters["coef"].data.ravel(), "intercept:",
-      state.parameters["intercept"].data)
+print(
+    "coef:", state.parameters["coef"].data.ravel(), "intercept:", state.parameters["intercept"].data
+)
 
 # %%
 # The same with the estimator, which also shuffles, schedules, validates and checks.
 
 from onnxloss.train import OrtGradientOptimizer  # noqa: E402
 
-estimator = OrtGradientOptimizer(loss_model, ["coef", "intercept"], learning_rate=0.05,
-                                 batch_size=50, max_iter=20, shuffle=False).fit(X, y)
+estimator = OrtGradientOptimizer(
+    loss_model, ["coef", "intercept"], learning_rate=0.05, batch_size=50, max_iter=20, shuffle=False
+).fit(X, y)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.semilogy(losses, "o-", label="hand-written loop")
 ax.semilogy(estimator.train_losses_, "x--", label="OrtGradientOptimizer")

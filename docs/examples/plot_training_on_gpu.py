@@ -25,8 +25,15 @@ X = rng.normal(size=(4000, 20)).astype(np.float32)
 y = np.sin(X[:, :1]) + 0.1 * X[:, 1:2] ** 2
 
 model = onnxloss.rewrite(mlp((20, 64, 32, 1), seed=0), onnxloss.MSELoss())
-trainer = OrtGradientOptimizer(model, optimizer="adamw", learning_rate=3e-3, batch_size=64,
-                               max_iter=15, device=device, random_state=0)
+trainer = OrtGradientOptimizer(
+    model,
+    optimizer="adamw",
+    learning_rate=3e-3,
+    batch_size=64,
+    max_iter=15,
+    device=device,
+    random_state=0,
+)
 trainer.fit(X, y)
 print(f"device {device}: loss {trainer.train_losses_[0]:.4f} -> {trainer.train_losses_[-1]:.4f}")
 

@@ -214,9 +214,7 @@ def _fit_rank(array: np.ndarray, info: TensorInfo) -> np.ndarray:
         return array.reshape(*array.shape, 1)
     if array.ndim == info.rank + 1 and array.shape[-1] == 1:
         return array.reshape(array.shape[:-1])
-    raise ShapeError(
-        f"input {info.describe()} cannot take an array of shape {tuple(array.shape)}"
-    )
+    raise ShapeError(f"input {info.describe()} cannot take an array of shape {tuple(array.shape)}")
 
 
 def is_batch_iterable(X, y) -> bool:

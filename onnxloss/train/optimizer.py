@@ -215,7 +215,9 @@ class OrtGradientOptimizer:
 
     def _reset_run(self) -> None:
         session = self._session
-        self._open(session.rt.api.CheckpointState.load_checkpoint(str(session.artifacts.checkpoint)))
+        self._open(
+            session.rt.api.CheckpointState.load_checkpoint(str(session.artifacts.checkpoint))
+        )
         self.train_losses_: list[float] = []
         self.validation_losses_: list[float] = []
         self.n_iter_ = 0
@@ -380,7 +382,9 @@ class OrtGradientOptimizer:
         params = session.state.parameters
         unknown = sorted(set(state) - set(session.trainables))
         if unknown:
-            raise OnnxLossError(f"set_state: {unknown} are not trained tensors {session.trainables}")
+            raise OnnxLossError(
+                f"set_state: {unknown} are not trained tensors {session.trainables}"
+            )
         for name, value in state.items():
             current = params[name].data
             array = np.ascontiguousarray(value, dtype=current.dtype)
