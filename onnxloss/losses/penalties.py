@@ -13,7 +13,18 @@ from ..hookspecs import hookimpl
 from ..terms import Regularizer, check_number
 
 
-class L1Penalty(Regularizer):
+class _ScaledPenalty(Regularizer):
+    """A penalty with one strength ``alpha > 0`` (default 1.0)."""
+
+    def __init__(self, tensors, alpha=1.0):
+        super().__init__(tensors)
+        self.alpha = _strength(self, "alpha", alpha)
+
+    def hyperparameters(self):
+        return {"alpha": self.alpha}
+
+
+class L1Penalty(_ScaledPenalty):
     """Lasso penalty: ``alpha · Σ_w Σ |w|``.
 
     Args:
@@ -23,18 +34,11 @@ class L1Penalty(Regularizer):
 
     name = "l1"
 
-    def __init__(self, tensors, alpha=1.0):
-        super().__init__(tensors)
-        self.alpha = _strength(self, "alpha", alpha)
-
-    def hyperparameters(self):
-        return {"alpha": self.alpha}
-
     def penalty(self, g: GraphBuilder, tensors: list[Value]) -> Value:
         return g.Mul(g.sum_of_abs(tensors), self.alpha)
 
 
-class L2Penalty(Regularizer):
+class L2Penalty(_ScaledPenalty):
     """Ridge penalty: ``alpha · Σ_w Σ w²`` (no factor 1/2).
 
     Args:
@@ -43,13 +47,6 @@ class L2Penalty(Regularizer):
     """
 
     name = "l2"
-
-    def __init__(self, tensors, alpha=1.0):
-        super().__init__(tensors)
-        self.alpha = _strength(self, "alpha", alpha)
-
-    def hyperparameters(self):
-        return {"alpha": self.alpha}
 
     def penalty(self, g: GraphBuilder, tensors: list[Value]) -> Value:
         return g.Mul(g.sum_of_squares(tensors), self.alpha)
