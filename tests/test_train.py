@@ -467,3 +467,36 @@ def test_losses_are_finite_floats():
     X, y = regression_data(n=30)
     trainer = OrtGradientOptimizer(add_loss_output(linear_regression(3)), max_iter=3).fit(X, y)
     assert all(isinstance(v, float) and math.isfinite(v) for v in trainer.train_losses_)
+
+
+def test_estimator_protocol_get_set_params_and_clone():
+    from sklearn.base import clone
+
+    model = add_loss_output(linear_regression(3))
+    trainer = OrtGradientOptimizer(model, ["coef"], learning_rate=0.01, max_iter=3)
+    params = trainer.get_params()
+    assert params["weights_to_train"] == ["coef"] and params["max_iter"] == 3
+    assert (
+        repr(trainer)
+        == "OrtGradientOptimizer(weights_to_train=['coef'], max_iter=3, learning_rate=0.01)"
+    )
+    copy = clone(trainer)
+    assert copy.get_params()["learning_rate"] == 0.01 and copy is not trainer
+    assert trainer.set_params(max_iter=5) is trainer and trainer.max_iter == 5
+    with pytest.raises(onnxloss.OnnxLossError, match="unknown parameter.*'epochs'"):
+        trainer.set_params(epochs=3)
+
+
+def test_changing_the_optimizer_rebuilds_the_session():
+    X, y = regression_data(n=40)
+    trainer = OrtGradientOptimizer(
+        add_loss_output(linear_regression(3)), max_iter=2, warm_start=True
+    )
+    trainer.fit(X, y)
+    first_session = trainer._session
+    trainer.fit(X, y)
+    assert trainer._session is first_session and len(trainer.train_losses_) == 4
+    trainer.set_params(optimizer="adamw", learning_rate=0.01)
+    trainer.fit(X, y)
+    assert trainer._session is not first_session
+    assert len(trainer.train_losses_) == 2  # a new run, even with warm_start

@@ -18,6 +18,7 @@ sum-reduced loss model are divided by ``B`` with it (they are part of the same s
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -44,6 +45,18 @@ from .data import ArrayEpochs, Feeder, is_batch_iterable
 from .schedules import LearningRateSchedule, make_schedule
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+#: Parameters the runtime session is built from; changing one starts a new run.
+_SESSION_PARAMS = (
+    "weights_to_train",
+    "loss_output_name",
+    "optimizer",
+    "optimizer_params",
+    "max_grad_norm",
+    "sample_weight_name",
+    "loss_reduction",
+    "device",
+    "n_threads",
+)
 _CHECKPOINT_KEY = "onnxloss_trainer"
 
 
@@ -68,7 +81,9 @@ class OrtGradientOptimizer:
         device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
         n_threads: intra-op threads of the runtime (1 is fastest for small models on small
             machines; see ``bench/bench_train.py``).
-        warm_start: a new ``fit`` continues from the current weights instead of the model's.
+        warm_start: a new ``fit`` continues from the current weights instead of the model's
+            (unless a parameter the runtime session is built from changed since: the model,
+            ``weights_to_train``, ``optimizer``, ``device``... then a new run starts).
         verbose: 0 silent; 1 a progress bar over epochs with the running loss.
         validation_every: compute the validation loss every this many epochs.
         sample_weight_name: the sample-weight input, when the model's metadata does not say.
@@ -158,11 +173,50 @@ class OrtGradientOptimizer:
             )
         self._schedule = make_schedule(self.learning_rate, self.eta0, self.power_t, self.alpha)
 
-    def _setup(self) -> None:
-        """Build the artifacts once (they depend only on the model and the optimizer)."""
+    # -- scikit-learn estimator habits -------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        params = inspect.signature(cls.__init__).parameters
+        return [name for name in params if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, object]:
+        """The constructor parameters (scikit-learn's protocol; ``clone`` works)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> OrtGradientOptimizer:
+        """Set constructor parameters; unknown names are an error naming the valid ones."""
+        valid = self._param_names()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise OnnxLossError(f"unknown parameter(s) {unknown}; valid: {valid}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        shown = [
+            f"{name}={value!r}"
+            for name, value in self.get_params().items()
+            if name != "model_onnx" and value != defaults[name].default
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _session_key(self) -> tuple:
+        """What the runtime session is built from: when it changes, a new session (and a
+        new run) is needed. The model counts by identity (a path by value)."""
+        model = self.model_onnx
+        ident = os.fspath(model) if isinstance(model, str | os.PathLike) else id(model)
+        return (ident, *(repr(getattr(self, name)) for name in _SESSION_PARAMS))
+
+    def _setup(self) -> bool:
+        """Build the artifacts unless the current ones fit the parameters; True if built."""
         self._check_params()
-        if self._session is not None:
-            return
+        key = self._session_key()
+        if self._session is not None and self._session.key == key:
+            return False
+        self._session = None
         rt = load_runtime()
         if self.device != "cpu" and "CUDAExecutionProvider" not in rt.ort.get_available_providers():
             raise OnnxLossError(
@@ -192,7 +246,8 @@ class OrtGradientOptimizer:
         artifacts = TrainingArtifacts(
             prepared, trainables, self.optimizer, self.optimizer_params, self.max_grad_norm
         )
-        self._session = _Session(rt, artifacts, model, layout, trainables)
+        self._session = _Session(rt, artifacts, model, layout, trainables, key)
+        return True
 
     def _open(self, state) -> None:
         """(Re)create module and optimizer on a loaded ``CheckpointState``."""
@@ -245,10 +300,11 @@ class OrtGradientOptimizer:
             self. After ``load_checkpoint``, ``fit`` continues the saved run up to
             ``max_iter`` epochs in all.
         """
-        self._setup()
-        if self._resume:
+        rebuilt = self._setup()
+        if self._resume and not rebuilt:
             self._resume = False
-        elif not (self.warm_start and getattr(self, "n_iter_", 0) > 0):
+        elif rebuilt or not (self.warm_start and getattr(self, "n_iter_", 0) > 0):
+            self._resume = False
             self._reset_run()
         else:
             self.n_iter_ = 0  # warm start: a new run of max_iter epochs from these weights
@@ -503,7 +559,8 @@ class _Source:
 class _Session:
     """Runtime objects of one estimator: artifacts, state, module, optimizer."""
 
-    def __init__(self, rt, artifacts: TrainingArtifacts, loss_model, layout, trainables):
+    def __init__(self, rt, artifacts: TrainingArtifacts, loss_model, layout, trainables, key):
+        self.key = key
         self.rt = rt
         self.artifacts = artifacts
         self.loss_model = loss_model
