@@ -169,7 +169,10 @@ class GraphBuilder:
         return self.op("Reshape", x, self.const(list(shape), np.int64))
 
     def cast(self, x: Value, dtype) -> Value:
-        return self.op("Cast", x, to=onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+        """``Cast`` to ``dtype``; the result keeps ``x``'s static shape for later helpers."""
+        out = self.op("Cast", x, to=onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+        out.dtype, out.shape = np.dtype(dtype), x.shape
+        return out
 
     def square(self, x: Value) -> Value:
         """``x * x`` (ReduceSumSquare and Pow have no or fragile gradients in the runtime)."""

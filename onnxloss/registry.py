@@ -15,7 +15,8 @@ Environment switches, read when the default registry is created:
 ``ONNXLOSS_BLOCK_PLUGINS=a,b``
     never load these entry points.
 ``ONNXLOSS_TRACE_HOOKS=1``
-    print every hook call and its result to stderr.
+    print every hook call and its result to stderr, then the names each plugin
+    registered, and each problem as it happens.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class PluginRegistry:
         entry_points: load plugins from the ``onnxloss`` entry-point group.
         allow: if given, only these entry-point names are loaded.
         block: entry-point names never loaded.
-        trace: write every hook call to stderr.
+        trace: write every hook call, each plugin's registrations and each problem to stderr.
     """
 
     def __init__(
@@ -148,6 +149,7 @@ class PluginRegistry:
         self._block = frozenset(block)
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
+        self._trace = trace
         if trace:
             self._pm.trace.root.setwriter(sys.stderr.write)
             self._pm.enable_tracing()
@@ -239,6 +241,18 @@ class PluginRegistry:
         others = [p for p in self._pm.get_plugins() if p is not plugin]
         for kind, (hook_name, _) in KINDS.items():
             self._call_hook(info, kind, self._pm.subset_hook_caller(hook_name, others))
+        if self._trace:
+            # pluggy's trace shows the hook calls, not whose they are nor what they added.
+            added = [
+                f"{kind} '{name}'"
+                for kind, table in self._tables.items()
+                for name, reg in table.items()
+                if reg.plugin == info
+            ]
+            sys.stderr.write(
+                f"onnxloss: {info.describe()} from {info.module} registered "
+                f"{', '.join(added) or 'nothing'}\n"
+            )
 
     def _call_hook(self, info: PluginInfo, kind: str, caller: Callable[..., object]) -> None:
         hook_name, base = KINDS[kind]
@@ -295,7 +309,13 @@ class PluginRegistry:
     def _fail(self, info: PluginInfo, stage: str, message: str) -> None:
         failure = PluginFailure(info, stage, message)
         self._failures.append(failure)
-        warnings.warn(failure.describe(), PluginWarning, stacklevel=4)
+        # Attributed to the plugin's module rather than to a line of this file, which would
+        # tell a user nothing (and print a line of registry code under the message).
+        warnings.warn_explicit(
+            failure.describe(), PluginWarning, filename=info.module, lineno=0, module=info.module
+        )
+        if self._trace:
+            sys.stderr.write(f"onnxloss: {failure.describe()}\n")
 
     # -- queries ---------------------------------------------------------------------------
     def registrations(self, kind: str) -> dict[str, Registration]:

@@ -19,6 +19,10 @@ ORT_MAX_OPSET = 21
 
 requires_ort = pytest.mark.skipif(not HAS_ORT, reason="needs the [train] extra (onnxruntime)")
 
+#: The built-in terms only, whatever third-party plugins are installed.
+BUILTIN_LOSSES = registry.PluginRegistry(entry_points=False).registrations("loss")
+BUILTIN_REGULARIZERS = registry.PluginRegistry(entry_points=False).registrations("regularizer")
+
 
 def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Outputs from onnx.reference, checked against onnxruntime when it can run the model."""
