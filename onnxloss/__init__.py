@@ -44,6 +44,7 @@ from .losses import (
     QuantileLoss,
 )
 from .model_index import MAX_OPSET, MIN_OPSET
+from .readiness import NotTrainableError, Problem, TrainabilityReport, check_trainable
 from .registry import (
     PluginRegistry,
     available_losses,
@@ -52,7 +53,7 @@ from .registry import (
 )
 from .rewrite import read_metadata, rewrite, rewrite_file, strip_loss
 from .tensor_info import TensorInfo
-from .terms import Loss, Regularizer, Spec, Term
+from .terms import Loss, Regularizer, Spec, Term, check_number
 
 __version__ = "0.1.0"
 
@@ -78,6 +79,7 @@ __all__ = [
     "MSELoss",
     "ModelFileError",
     "NameCollisionError",
+    "NotTrainableError",
     "OnnxLossError",
     "OpsetError",
     "OutputSelectionError",
@@ -86,17 +88,21 @@ __all__ = [
     "PluginRegistry",
     "PluginWarning",
     "PoissonNLLLoss",
+    "Problem",
     "QuantileLoss",
     "Regularizer",
     "ShapeError",
     "Spec",
     "TensorInfo",
     "TensorNotFoundError",
+    "TrainabilityReport",
     "Term",
     "UnknownTermError",
     "add_loss_output",
     "available_losses",
     "available_regularizers",
+    "check_number",
+    "check_trainable",
     "get_registry",
     "hookimpl",
     "penalty_terms",

@@ -8,6 +8,10 @@
 ``onnxloss draw MODEL [-o out.svg]``
     a picture of a (loss) graph: rendered by Graphviz when installed, else DOT source or
     the ONNX text format.
+``onnxloss check MODEL [--weights a,b] [--loss-output NAME]``
+    the readiness check (:func:`onnxloss.check_trainable`): every problem that would stop
+    onnxruntime-training from training MODEL, one per line with its fix; exits 0 when
+    nothing blocks training (warnings may remain), 1 when something does.
 ``onnxloss demo``
     trains a small linear regression and compares it with least squares
     (needs the ``train`` extra).
@@ -132,6 +136,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss-only", action="store_true", help="only the nodes onnxloss added (big models)"
     )
 
+    check = sub.add_parser(
+        "check",
+        help="list what stops onnxruntime-training from training a model (exit 1 if anything)",
+    )
+    check.add_argument("model", help=".onnx file (a loss model, or an inference model)")
+    check.add_argument(
+        "--weights",
+        type=_names,
+        default=None,
+        metavar="A,B",
+        help="comma-separated tensors to train (default: every float initializer of rank >= 1)",
+    )
+    check.add_argument(
+        "--loss-output",
+        default=None,
+        metavar="NAME",
+        help="the loss output (default: read from onnxloss's metadata; without it the model "
+        "is checked as an inference model)",
+    )
+    check.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where training would run"
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
     demo = sub.add_parser("demo", help="train a small linear regression (needs [train])")
     demo.add_argument("--samples", type=int, default=1000)
     demo.add_argument("--epochs", type=int, default=50)
@@ -161,9 +189,16 @@ def _cmd_add_loss(args: argparse.Namespace) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .errors import PluginWarning
     from .registry import get_registry
 
     registry = get_registry()
+    with warnings.catch_warnings():
+        # Plugin problems are listed below; the same text as a warning would be noise.
+        warnings.simplefilter("ignore", PluginWarning)
+        registry.load()
     rows = []
     for kind in ("loss", "regularizer"):
         for name, reg in registry.registrations(kind).items():
@@ -178,6 +213,15 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                     "summary": reg.summary,
                 }
             )
+    plugins = [
+        {
+            "name": p.name,
+            "module": p.module,
+            "distribution": "built-in" if p.builtin else p.distribution,
+            "version": p.version,
+        }
+        for p in registry.plugins
+    ]
     failures = [
         {
             "plugin": f.plugin.name,
@@ -189,27 +233,38 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         for f in registry.failures
     ]
     if args.json:
-        print(json.dumps({"terms": rows, "failures": failures}, indent=2))
+        print(json.dumps({"terms": rows, "plugins": plugins, "failures": failures}, indent=2))
         return 0
-    headers = ("name", "kind", "aliases", "plugin", "distribution")
-    table = [
-        (
-            r["name"],
-            r["kind"],
-            ",".join(r["aliases"]) or "-",
-            r["plugin"],
-            r["distribution"] if not r["version"] else f"{r['distribution']} {r['version']}",
-        )
-        for r in rows
-    ]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
-    for line in (headers, *table):
-        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    _print_table(
+        ("name", "kind", "aliases", "plugin", "distribution"),
+        [
+            (r["name"], r["kind"], ",".join(r["aliases"]) or "-", r["plugin"], _origin(r))
+            for r in rows
+        ],
+    )
+    # Every loaded plugin, also those that register nothing (yet): where it comes from.
+    print()
+    _print_table(
+        ("plugin", "distribution", "module"),
+        [(p["name"], _origin(p), p["module"]) for p in plugins],
+    )
     if failures:
         print(f"\n{len(failures)} plugin problem(s):")
         for f in registry.failures:
             print(f"  {f.describe()}")
     return 0
+
+
+def _origin(row: dict) -> str:
+    """``built-in``, ``dist version``, or ``-`` for a plugin added without a distribution."""
+    name = row["distribution"] or "-"
+    return f"{name} {row['version']}" if row["version"] else name
+
+
+def _print_table(headers: tuple[str, ...], table: list[tuple]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
+    for line in (headers, *table):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
 
 
 def _cmd_draw(args: argparse.Namespace) -> int:
@@ -227,6 +282,36 @@ def _cmd_draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated tensor names, got {text!r}")
+    return names
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .readiness import check_trainable
+
+    report = check_trainable(
+        args.model, args.weights, loss_output=args.loss_output, device=args.device
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "trainable": report.ok,
+                    "weights": report.trainables,
+                    "loss_outputs": report.loss_outputs,
+                    "problems": [p.as_dict() for p in report.problems],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(f"{args.model}: {report.format()}")
+    return 0 if report.ok else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -238,6 +323,7 @@ COMMANDS = {
     "add-loss": _cmd_add_loss,
     "plugins": _cmd_plugins,
     "draw": _cmd_draw,
+    "check": _cmd_check,
     "demo": _cmd_demo,
 }
 

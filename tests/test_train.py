@@ -389,13 +389,19 @@ def test_adamw_with_parameters_and_clipping():
 
 
 def test_trainables_must_be_float32_initializers():
+    """The readiness check runs before the runtime: every problem at once, with its fix."""
     X, y = regression_data(n=10)
     model64 = add_loss_output(linear_regression(3, dtype=np.float64))
-    with pytest.raises(onnxloss.DtypeError, match="'coef' is DOUBLE, not FLOAT"):
-        OrtGradientOptimizer(model64, ["coef"]).fit(X, y)
+    with pytest.raises(onnxloss.NotTrainableError) as info:
+        OrtGradientOptimizer(model64).fit(X, y)
+    message = str(info.value)
+    assert "the loss 'loss' (DOUBLE, []) is not float32" in message
+    for name in ("coef", "intercept"):
+        assert f"'{name}' is DOUBLE" in message
+    assert "onnxloss.passes.ToFloat32()" in message
     model = add_loss_output(linear_regression(3))
     with pytest.raises(
-        onnxloss.DtypeError, match="'X' is a graph input.*'W' is not an initializer"
+        onnxloss.NotTrainableError, match="'X' is a graph input.*no tensor named 'W'"
     ):
         OrtGradientOptimizer(model, ["X", "W"]).fit(X, y)
 
@@ -420,7 +426,7 @@ def test_newer_ir_version_is_made_loadable():
 
 def test_opset_above_runtime_is_refused():
     model = add_loss_output(linear_regression(3, opset=22, ir_version=10))
-    with pytest.raises(onnxloss.OpsetError, match="opset 22.*11 to 21"):
+    with pytest.raises(onnxloss.NotTrainableError, match=r"opset 22.*11 to 21.*ConvertOpset\(21\)"):
         OrtGradientOptimizer(model).fit(*regression_data(n=10))
 
 

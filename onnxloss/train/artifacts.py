@@ -1,9 +1,10 @@
 """From a loss model to onnxruntime-training artifacts.
 
 Checks what the runtime would otherwise reject deep inside C++ (loss not first, trainable
-tensors that are not float32 initializers, IR or opset versions too new), rescales a
-sum-reduced loss to a per-sample mean, and runs ``artifacts.generate_artifacts`` into a
-temporary directory that lives as long as the returned object.
+tensors that are not float32 initializers, IR or opset versions too new, and everything
+:func:`onnxloss.check_trainable` finds on the gradient path), rescales a sum-reduced loss
+to a per-sample mean, and runs ``artifacts.generate_artifacts`` into a temporary directory
+that lives as long as the returned object.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto
 
 from ..builder import GraphBuilder
 from ..errors import DtypeError, OnnxLossError, OpsetError, OutputSelectionError
@@ -103,30 +103,6 @@ def describe_layout(
     )
 
 
-def check_trainable(model: onnx.ModelProto, names: list[str]) -> None:
-    """Every name must be a float32 initializer: the only thing the runtime can train."""
-    inits = {t.name: t for t in model.graph.initializer}
-    inputs = {i.name for i in model.graph.input}
-    problems = []
-    for name in names:
-        if name in inits:
-            if inits[name].data_type != TensorProto.FLOAT:
-                kind = TensorProto.DataType.Name(inits[name].data_type)
-                problems.append(f"'{name}' is {kind}, not FLOAT")
-        elif name in inputs:
-            problems.append(f"'{name}' is a graph input, not an initializer")
-        else:
-            problems.append(f"'{name}' is not an initializer of the model")
-    if problems:
-        floats = [n for n, t in inits.items() if t.data_type == TensorProto.FLOAT]
-        raise DtypeError(
-            "onnxruntime-training 1.19.2 trains float32 initializers only: "
-            + "; ".join(problems)
-            + f". Float32 initializers: {floats[:20]}{' ...' if len(floats) > 20 else ''}. "
-            "Convert float64 weights to float32 and make trained tensors initializers."
-        )
-
-
 def runtime_compatible(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with an IR version the runtime loads, or an OpsetError if it cannot be."""
     opset = ModelIndex(model).opset
@@ -138,11 +114,11 @@ def runtime_compatible(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     if model.ir_version <= RUNTIME_MAX_IR:
         return model
-    # Opsets up to 21 need at most IR 10, so nothing in the graph's operators needs more.
-    lowered = onnx.ModelProto()
-    lowered.CopyFrom(model)
-    lowered.ir_version = RUNTIME_MAX_IR
-    return lowered
+    # Lowered only when nothing in the model needs the newer version; else an OpsetError
+    # names what does.
+    from ..passes.versions import LowerIRVersion
+
+    return LowerIRVersion(RUNTIME_MAX_IR)(model).model
 
 
 def per_sample_mean(model: onnx.ModelProto, layout: LossModelLayout) -> onnx.ModelProto:
@@ -181,6 +157,7 @@ class TrainingArtifacts:
         optimizer: str = "sgd",
         optimizer_params: dict | None = None,
         max_grad_norm: float | None = None,
+        check: bool = True,
     ):
         rt = load_runtime()
         self._tmp = tempfile.TemporaryDirectory(prefix="onnxloss-")
@@ -191,6 +168,16 @@ class TrainingArtifacts:
         if max_grad_norm is not None:
             clip = rt.onnxblock.optim.ClipGradNorm(float(max_grad_norm))
         block = _optimizer_block(rt, optimizer, optimizer_params or {}, clip)
+        # Everything the readiness check can see (operators without a gradient on the way
+        # to the loss, unreachable weights...) is reported as one clear list here, instead
+        # of as the first C++ error of generate_artifacts. The device is not known yet, so
+        # missing CPU gradient kernels stay warnings. (``check=False``: the caller did it.)
+        if check:
+            from ..readiness import check_trainable as check_readiness
+
+            first = model.graph.output[0].name if model.graph.output else None
+            report = check_readiness(model, list(trainables), loss_output=first, device=None)
+            report.raise_for_errors()
         try:
             with native_log_filter(), quiet_python_logging():
                 rt.artifacts.generate_artifacts(
@@ -203,7 +190,7 @@ class TrainingArtifacts:
                 )
         except Exception as exc:
             raise OnnxLossError(
-                f"onnxruntime-training could not build the gradient graph: {_first_line(exc)}"
+                f"onnxruntime-training could not build the gradient graph: {_runtime_reason(exc)}"
                 ". Operators without a gradient in onnxruntime-training 1.19.2 (Sign, Softplus, "
                 "Elu, ReduceSumSquare, ReduceMax...) on the path from a trained tensor to the "
                 "loss are the usual cause"
@@ -244,6 +231,16 @@ def _lower_ir(path: Path) -> None:
     if model.ir_version > RUNTIME_MAX_IR:
         model.ir_version = RUNTIME_MAX_IR
         onnx.save(model, str(path))
+
+
+def _runtime_reason(exc: BaseException) -> str:
+    """The informative part of a C++ error: what follows the source location and signature
+    ("The gradient builder has not been registered: Sign for node n1")."""
+    text = " ".join(str(exc).split())
+    for marker in ("was false. ", "[ONNXRuntimeError] : "):
+        if marker in text:
+            return text.rsplit(marker, 1)[1][:500]
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -31,12 +31,12 @@ import onnx
 
 from ..errors import ConvergenceError, OnnxLossError, ShapeError
 from ..model_io import atomic_output, load_model
+from ..readiness import check_trainable, default_trainables
 from ..rewrite import read_metadata, strip_loss
 from ..terms import check_number
 from ._runtime import load_runtime
 from .artifacts import (
     TrainingArtifacts,
-    check_trainable,
     describe_layout,
     per_sample_mean,
     runtime_compatible,
@@ -230,21 +230,28 @@ class OrtGradientOptimizer:
         )
         trainables = self.weights_to_train
         if trainables is None:
-            # Scalars are left out: they are constants (skl2onnx's 'unity'), not weights.
-            trainables = [
-                t.name
-                for t in model.graph.initializer
-                if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) > 0
-            ]
+            trainables = default_trainables(model)
         trainables = list(trainables)
         if not trainables:
-            raise OnnxLossError("there is nothing to train: weights_to_train is empty")
-        check_trainable(model, trainables)
+            raise OnnxLossError(
+                "there is nothing to train: the model has no float initializer of rank >= 1 "
+                "and weights_to_train names none"
+            )
+        # The readiness check on the caller's model (so messages name its loss output),
+        # before the runtime sees it: every problem at once, each with its fix.
+        check_trainable(
+            model, trainables, loss_output=layout.loss_name, device=self.device.split(":")[0]
+        ).raise_for_errors()
         prepared = runtime_compatible(model)
         if layout.reduction == "sum":
             prepared = per_sample_mean(prepared, layout)
         artifacts = TrainingArtifacts(
-            prepared, trainables, self.optimizer, self.optimizer_params, self.max_grad_norm
+            prepared,
+            trainables,
+            self.optimizer,
+            self.optimizer_params,
+            self.max_grad_norm,
+            check=False,
         )
         self._session = _Session(rt, artifacts, model, layout, trainables, key)
         return True

@@ -1,0 +1,662 @@
+"""Readiness check: what would stop onnxruntime-training 1.19.2 from training a model, found
+before any training and each with a fix.
+
+``check_trainable(model, weights)`` follows the paths from the tensors to train to the loss
+(the first output, which the runtime differentiates) and reports:
+
+* operators on those paths without a gradient, or in a form the runtime cannot
+  differentiate, by node name and op type (from the measured tables of
+  :mod:`onnxloss.gradient_ops`), with the pass that rewrites them when there is one;
+* tensors to train that are missing, not float32, not initializers, or that do not reach
+  the loss through differentiable operators;
+* an ai.onnx opset outside 11–21 and an IR version above 10;
+* a loss that is missing, not the first output or not a float32 tensor.
+
+A node matters only when it lies on a path from a trained tensor to the loss: it takes a
+value computed from a trained tensor (through float tensors; integer and bool tensors carry
+no gradient) and one of its float outputs leads to the loss. Nodes inside the subgraphs of
+an ``If``/``Loop``/``Scan`` on such a path are checked conservatively (every node fed by a
+trained value). The check never imports onnxruntime.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import TensorProto
+
+from .errors import OnnxLossError
+from .gradient_ops import (
+    DIFFERENTIABLE_TYPES,
+    ML_DOMAIN,
+    NON_DIFFERENTIABLE_INPUTS,
+    RUNTIME,
+    STOPS_GRADIENT,
+    gradient_support,
+)
+from .model_index import DEFAULT_DOMAINS, MIN_OPSET
+from .model_io import ModelLike, load_model
+from .rewrite import read_metadata
+from .tensor_info import FLOAT_TYPES, TensorInfo
+
+RUNTIME_OPSETS = (11, 21)
+RUNTIME_MAX_IR = 10
+
+#: ai.onnx.ml operators that keep trainable-looking parameters in attributes.
+_ML_PARAMETER_OPS = {
+    "LinearRegressor": "LinearRegressorToMatMul",
+    "LinearClassifier": "LinearClassifierToMatMul",
+    "SVMRegressor": None,
+    "SVMClassifier": None,
+    "TreeEnsembleRegressor": None,
+    "TreeEnsembleClassifier": None,
+    "TreeEnsemble": None,
+}
+#: Shown when a node list is long.
+_SHOWN_NODES = 5
+
+
+class NotTrainableError(OnnxLossError):
+    """The readiness check found problems that stop onnxruntime-training; the message lists
+    every one with its fix."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing in the way of training.
+
+    Attributes:
+        severity: ``"error"`` (training cannot work) or ``"warning"`` (it may not, or
+            something is done for you).
+        kind: a short code: ``no-gradient``, ``gradient-form``, ``no-cpu-kernel``,
+            ``crashes-runtime``, ``unknown-gradient``, ``trainable-missing``,
+            ``trainable-dtype``, ``trainable-input``, ``trainable-unreachable``,
+            ``no-trainables``, ``opset``, ``ir-version``, ``loss-missing``,
+            ``loss-position``, ``loss-dtype``, ``loss-shape``, ``no-loss``, ``domain``.
+        subject: the node(s), tensor or version concerned.
+        message: what is wrong, naming the culprit.
+        fix: what would be right, naming the pass that does it when there is one.
+    """
+
+    severity: str
+    kind: str
+    subject: str
+    message: str
+    fix: str
+
+    def line(self) -> str:
+        """The problem on one line: ``error: <message>. Fix: <fix>``."""
+        return f"{self.severity}: {self.message}. Fix: {self.fix}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "severity": self.severity,
+            "kind": self.kind,
+            "subject": self.subject,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+@dataclass
+class TrainabilityReport:
+    """What :func:`check_trainable` found.
+
+    Attributes:
+        trainables: the tensors checked as weights to train.
+        loss_outputs: the output(s) the paths lead to (the loss, or every float output of
+            an inference model).
+        path_nodes: names (or op types) of the main-graph nodes on the gradient path.
+        problems: everything in the way, errors first.
+    """
+
+    trainables: list[str]
+    loss_outputs: list[str]
+    path_nodes: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing blocks training (warnings may remain)."""
+        return not self.errors
+
+    def format(self) -> str:
+        """A summary line, then one line per problem."""
+        if self.ok:
+            head = (
+                f"ready to train {self.trainables} towards {self.loss_outputs} "
+                f"({len(self.path_nodes)} nodes on the gradient path)"
+            )
+        else:
+            head = f"not trainable: {len(self.errors)} problem(s) block training"
+        if self.warnings:
+            head += f", {len(self.warnings)} warning(s)"
+        return "\n".join([head, *(p.line() for p in self.problems)])
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`NotTrainableError` listing every error, if there is one."""
+        if self.errors:
+            lines = "; ".join(p.line() for p in self.errors)
+            raise NotTrainableError(
+                f"{RUNTIME} cannot train this model ({len(self.errors)} problem(s)): {lines}"
+            )
+
+
+def check_trainable(
+    model: ModelLike,
+    weights: Sequence[str] | None = None,
+    *,
+    loss_output: str | None = None,
+    device: str | None = "cpu",
+) -> TrainabilityReport:
+    """Report everything that stops onnxruntime-training 1.19.2 from training ``model``.
+
+    Args:
+        model: a ``ModelProto`` (never modified) or a path; a loss model (first output the
+            loss) or an inference model (the paths to every float output are checked).
+        weights: names of the tensors to train; None takes every float initializer of rank
+            >= 1 (what :class:`~onnxloss.train.OrtGradientOptimizer` trains by default).
+        loss_output: the loss output's name; None reads it from the metadata
+            :func:`onnxloss.rewrite` writes, and takes the model as an inference model
+            without one.
+        device: ``"cpu"`` (missing CPU gradient kernels are errors), ``"cuda"``, or None
+            (unknown: they are warnings).
+
+    Returns:
+        A :class:`TrainabilityReport`; ``report.ok`` is False when training cannot work,
+        ``report.raise_for_errors()`` turns that into a :class:`NotTrainableError`.
+    """
+    model = load_model(model, load_external_data=False)
+    if weights is not None and (isinstance(weights, str) or not _all_str(weights)):
+        raise OnnxLossError(f"weights must be a list of tensor names, got {weights!r}")
+    return _Checker(model, weights, loss_output, device).run()
+
+
+def default_trainables(model: onnx.ModelProto) -> list[str]:
+    """The tensors trained when none are named: every float initializer of rank >= 1
+    (scalars are left out: they are constants such as skl2onnx's 'unity', not weights)."""
+    return [
+        t.name for t in model.graph.initializer if t.data_type in FLOAT_TYPES and len(t.dims) > 0
+    ]
+
+
+def _all_str(values: Iterable) -> bool:
+    return all(isinstance(v, str) and v for v in values)
+
+
+class _Checker:
+    def __init__(self, model, weights, loss_output, device):
+        from .passes.node_rules import RewriteContext  # the passes' view of types and names
+
+        self.model = model
+        self.graph = model.graph
+        self.weights = None if weights is None else list(dict.fromkeys(weights))
+        self.loss_output = loss_output
+        self.device = device
+        self.problems: list[Problem] = []
+        self.opset = next(
+            (op.version for op in model.opset_import if op.domain in DEFAULT_DOMAINS), None
+        )
+        self.context = RewriteContext(model) if self.opset is not None else None
+        self.infos: dict[str, TensorInfo] = self.context.infos if self.context else {}
+        self.initializers = {t.name: t for t in self.graph.initializer}
+
+    def add(self, severity: str, kind: str, subject: str, message: str, fix: str) -> None:
+        self.problems.append(Problem(severity, kind, subject, message, fix))
+
+    def error(self, kind: str, subject: str, message: str, fix: str) -> None:
+        self.add("error", kind, subject, message, fix)
+
+    def warning(self, kind: str, subject: str, message: str, fix: str) -> None:
+        self.add("warning", kind, subject, message, fix)
+
+    def run(self) -> TrainabilityReport:
+        self.check_versions()
+        targets = self.check_loss()
+        trainables = self.check_trainables()
+        path = self.check_paths(trainables, targets) if targets else []
+        order = {"error": 0, "warning": 1}
+        problems = sorted(self.problems, key=lambda p: order[p.severity])
+        return TrainabilityReport(self.trainable_names, targets, path, problems)
+
+    # -- versions ---------------------------------------------------------------------------
+    def check_versions(self) -> None:
+        low, high = RUNTIME_OPSETS
+        if self.opset is None:
+            self.error(
+                "opset",
+                "ai.onnx",
+                "the model imports no ai.onnx opset",
+                f"add one between {low} and {high} to model.opset_import",
+            )
+        elif not low <= self.opset <= high:
+            target = min(max(self.opset, MIN_OPSET), high)
+            self.error(
+                "opset",
+                f"ai.onnx {self.opset}",
+                f"the model uses ai.onnx opset {self.opset}; {RUNTIME} builds gradients for "
+                f"opsets {low} to {high}",
+                f"onnxloss.passes.ConvertOpset({target}) converts it (make_trainable does)",
+            )
+        for op in self.model.opset_import:
+            if op.domain not in (*DEFAULT_DOMAINS, ML_DOMAIN, "com.microsoft"):
+                self.warning(
+                    "domain",
+                    op.domain,
+                    f"the model imports domain '{op.domain}'; the runtime may not implement it",
+                    "check that onnxruntime has kernels for its operators",
+                )
+        if self.model.ir_version > RUNTIME_MAX_IR:
+            from .passes.versions import required_ir_version
+
+            need, why = required_ir_version(self.model)
+            ir = self.model.ir_version
+            if need <= RUNTIME_MAX_IR:
+                self.warning(
+                    "ir-version",
+                    f"IR {ir}",
+                    f"IR version {ir} is above {RUNTIME_MAX_IR}, which onnxruntime 1.19.2 refuses "
+                    "to load; nothing in the model needs it, and OrtGradientOptimizer lowers it",
+                    "onnxloss.passes.LowerIRVersion() sets it to 10 for other tools",
+                )
+            else:
+                self.error(
+                    "ir-version",
+                    f"IR {ir}",
+                    f"IR version {ir} is above {RUNTIME_MAX_IR}, which onnxruntime 1.19.2 "
+                    f"refuses to load, and {why} needs IR version {need}",
+                    "remove or convert what needs the newer IR version, then "
+                    "onnxloss.passes.LowerIRVersion()",
+                )
+
+    # -- loss -------------------------------------------------------------------------------
+    def check_loss(self) -> list[str]:
+        outputs = [o.name for o in self.graph.output]
+        name = self.loss_output
+        if name is None:
+            meta = read_metadata(self.model)
+            name = meta.get("loss") if meta else None
+        if name is None:
+            floats = []
+            for o in self.graph.output:
+                if o.type.HasField("tensor_type"):
+                    elem = o.type.tensor_type.elem_type
+                    if not elem or elem in FLOAT_TYPES:
+                        floats.append(o.name)
+                elif self._produced_by(o.name, "ZipMap"):
+                    self.warning(
+                        "no-loss",
+                        o.name,
+                        f"output '{o.name}' holds the probabilities as a sequence of maps "
+                        "(ZipMap); a loss needs a tensor",
+                        "onnxloss.passes.ZipMapToTensor() (or convert with "
+                        "options={'zipmap': False})",
+                    )
+            self.warning(
+                "no-loss",
+                "outputs",
+                f"the model has no loss output (no onnxloss metadata and no loss_output given); "
+                f"the paths to its float outputs {floats} were checked instead",
+                "add a loss with onnxloss.rewrite or onnxloss.passes.AddLoss (the runtime "
+                "differentiates the FIRST output), or name it with loss_output / --loss-output",
+            )
+            return floats
+        if name not in outputs:
+            self.error(
+                "loss-missing",
+                name,
+                f"the model has no output named '{name}'; its outputs are {outputs}",
+                "pass the name of the scalar loss output, or add one with onnxloss.rewrite",
+            )
+            return []
+        if outputs[0] != name:
+            self.error(
+                "loss-position",
+                name,
+                f"the loss '{name}' is output #{outputs.index(name)} of {outputs}; the runtime "
+                "differentiates the FIRST output",
+                "move it first (onnxloss.rewrite puts the loss first)",
+            )
+        info = TensorInfo.from_value_info(self.graph.output[outputs.index(name)])
+        if info is None or not info.elem_type or info.shape is None:
+            info = self.infos.get(name, info)  # what shape inference knows
+        if info is not None and info.elem_type and info.elem_type != TensorProto.FLOAT:
+            self.error(
+                "loss-dtype",
+                name,
+                f"the loss {info.describe()} is not float32; {RUNTIME} differentiates float32 "
+                "losses only",
+                "convert the model with onnxloss.passes.ToFloat32() before adding the loss",
+            )
+        elif info is not None and info.shape not in (None, ()):
+            self.warning(
+                "loss-shape",
+                name,
+                f"the loss {info.describe()} is not a scalar; the runtime differentiates the "
+                "sum of its elements",
+                "reduce it to a scalar (onnxloss.rewrite does)",
+            )
+        return [name]
+
+    def _produced_by(self, name: str, op_type: str) -> bool:
+        return any(n.op_type == op_type and name in n.output for n in self.graph.node)
+
+    # -- trainables -------------------------------------------------------------------------
+    def check_trainables(self) -> list[str]:
+        """The valid-looking trainables (float initializers) for the path analysis."""
+        inputs = {i.name for i in self.graph.input}
+        constants = {n.output[0] for n in self.graph.node if n.op_type == "Constant" and n.output}
+        floats = [n for n, t in self.initializers.items() if t.data_type in FLOAT_TYPES]
+        if self.weights is None:
+            names = default_trainables(self.model)
+            if not names:
+                self._no_trainables()
+        else:
+            names = self.weights
+            if not names:
+                self.error(
+                    "no-trainables",
+                    "weights",
+                    "the list of weights is empty",
+                    "name the initializers to train",
+                )
+        self.trainable_names = list(names)
+        usable = []
+        for name in names:
+            tensor = self.initializers.get(name)
+            if tensor is not None:
+                if name in inputs:
+                    self.error(
+                        "trainable-input",
+                        name,
+                        f"'{name}' is an initializer also listed as a graph input (an "
+                        "overridable default); the runtime refuses it (duplicate definition)",
+                        "onnxloss.passes.InitializersNotInputs() removes it from the inputs "
+                        "(make_trainable does)",
+                    )
+                if tensor.data_type == TensorProto.FLOAT:
+                    usable.append(name)
+                elif tensor.data_type in FLOAT_TYPES:
+                    kind = TensorProto.DataType.Name(tensor.data_type)
+                    self.error(
+                        "trainable-dtype",
+                        name,
+                        f"'{name}' is {kind}; {RUNTIME} trains float32 initializers only",
+                        "onnxloss.passes.ToFloat32() converts the model to float32 "
+                        + ("(make_trainable does)" if kind == "DOUBLE" else f"(types=[{kind}])"),
+                    )
+                    usable.append(name)
+                else:
+                    kind = TensorProto.DataType.Name(tensor.data_type)
+                    self.error(
+                        "trainable-dtype",
+                        name,
+                        f"'{name}' is a {kind} tensor; only float tensors have gradients",
+                        "leave it out of the weights",
+                    )
+            elif name in inputs:
+                self.error(
+                    "trainable-input",
+                    name,
+                    f"'{name}' is a graph input, not an initializer; the runtime trains "
+                    "initializers only",
+                    "store its initial value in graph.initializer and remove it from graph.input",
+                )
+            elif name in constants:
+                self.error(
+                    "trainable-input",
+                    name,
+                    f"'{name}' is the output of a Constant node, not an initializer",
+                    "turn the Constant into an initializer of the same name",
+                )
+            else:
+                self._missing(name, floats)
+        return usable
+
+    def _ml_parameter_nodes(self) -> list[onnx.NodeProto]:
+        return [
+            n for n in self.graph.node if n.domain == ML_DOMAIN and n.op_type in _ML_PARAMETER_OPS
+        ]
+
+    def _ml_hint(self) -> str:
+        nodes = self._ml_parameter_nodes()
+        if not nodes:
+            return ""
+        convertible = [n for n in nodes if _ML_PARAMETER_OPS[n.op_type]]
+        if convertible:
+            passes = sorted({_ML_PARAMETER_OPS[n.op_type] for n in convertible})
+            described = ", ".join(f"{n.op_type} '{n.name}'" for n in convertible)
+            return (
+                f"; {described} keeps its coefficients in attributes: "
+                f"onnxloss.passes.{' / '.join(passes)}() turns them into the initializers "
+                "'coef' and 'intercept' (make_trainable does)"
+            )
+        described = ", ".join(f"{n.op_type} '{n.name}'" for n in nodes)
+        return (
+            f"; {described} keeps its parameters in attributes and is piecewise constant: "
+            "gradient descent cannot train it"
+        )
+
+    def _no_trainables(self) -> None:
+        hint = self._ml_hint()
+        nodes = self._ml_parameter_nodes()
+        fixable = any(_ML_PARAMETER_OPS[n.op_type] for n in nodes)
+        fix = (
+            "apply the pass named above, then train 'coef' and 'intercept'"
+            if fixable
+            else "train it with the library it comes from and convert it again"
+            if nodes
+            else "name the tensors to train"
+        )
+        self.error(
+            "no-trainables",
+            "weights",
+            f"the model has no float initializer of rank >= 1 to train{hint}",
+            fix,
+        )
+
+    def _missing(self, name: str, floats: list[str]) -> None:
+        close = difflib.get_close_matches(name, floats, n=3)
+        shown = ", ".join(repr(n) for n in floats[:12]) + (" ..." if len(floats) > 12 else "")
+        hint = self._ml_hint()
+        if close:
+            fix = f"did you mean {', '.join(map(repr, close))}? Float initializers: [{shown}]"
+        elif hint:
+            fix = "apply the pass named above first"
+        else:
+            fix = f"name one of the float initializers: [{shown}]"
+        self.error(
+            "trainable-missing",
+            name,
+            f"there is no tensor named '{name}' in the model{hint}",
+            fix,
+        )
+
+    # -- paths ------------------------------------------------------------------------------
+    def differentiable(self, name: str) -> bool:
+        info = self.infos.get(name)
+        return info is None or not info.elem_type or info.elem_type in DIFFERENTIABLE_TYPES
+
+    def check_paths(self, trainables: list[str], targets: list[str]) -> list[str]:
+        graph = self.graph
+        live = set(trainables)
+        touched: list[bool] = []
+        for node in graph.node:
+            hit = self._fed(node, live)
+            touched.append(hit)
+            if hit and not self._stops(node):
+                live.update(o for o in node.output if o and self.differentiable(o))
+        needed = set(targets)
+        on_path: list[onnx.NodeProto] = []
+        for node, hit in zip(reversed(graph.node), reversed(touched), strict=True):
+            outs = [o for o in node.output if o in needed and self.differentiable(o)]
+            if not outs or self._stops(node):
+                continue
+            needed.update(self._gradient_inputs(node))
+            if hit and any(o in live for o in outs):
+                on_path.append(node)
+        on_path.reverse()
+        for name in trainables:
+            if name not in needed:
+                self.error(
+                    "trainable-unreachable",
+                    name,
+                    f"'{name}' does not reach the loss {targets} through differentiable "
+                    "operators (unused, used only by integer/bool computations, Clip bounds, "
+                    "random or range operators, or another output); the runtime refuses it",
+                    "leave it out of the weights",
+                )
+        inner = []
+        for node in on_path:
+            inner += self._subgraph_path(node, live)
+        self._report_nodes([*on_path, *inner])
+        return [n.name or n.op_type for n in on_path]
+
+    def _fed(self, node: onnx.NodeProto, live: set[str]) -> bool:
+        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset())
+        if any(i in live for k, i in enumerate(node.input) if i and k not in skip):
+            return True
+        return any(name in live for name in _implicit_inputs(node))
+
+    def _stops(self, node: onnx.NodeProto) -> bool:
+        return node.op_type in STOPS_GRADIENT and node.domain in DEFAULT_DOMAINS
+
+    def _gradient_inputs(self, node: onnx.NodeProto) -> list[str]:
+        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset())
+        names = [i for k, i in enumerate(node.input) if i and k not in skip]
+        names += list(_implicit_inputs(node))
+        return [n for n in names if self.differentiable(n)]
+
+    def _subgraph_path(self, node: onnx.NodeProto, live: set[str]) -> list[onnx.NodeProto]:
+        """Nodes inside the subgraphs of an on-path node fed by a trained value (conservative:
+        every formal input of the subgraph counts as trained)."""
+        found = []
+        for sub in _subgraphs(node):
+            inner_live = set(live) | {i.name for i in sub.input}
+            for inner in sub.node:
+                if self._fed(inner, inner_live):
+                    found.append(inner)
+                    if not self._stops(inner):
+                        inner_live.update(o for o in inner.output if o)
+                    found += self._subgraph_path(inner, inner_live)
+        return found
+
+    def _report_nodes(self, nodes: list[onnx.NodeProto]) -> None:
+        groups: dict[tuple[str, str, str, str], list[str]] = {}
+        for node in nodes:
+            support = gradient_support(node, self.opset or 0)
+            if support.status in ("ok", "stop"):
+                continue
+            if support.status == "cpu" and self.device not in ("cpu", None):
+                continue
+            fix = self._fix_for(node, support.status)
+            key = (support.status, _op_name(node), support.reason, fix)
+            groups.setdefault(key, []).append(node.name or f"<unnamed {node.op_type}>")
+        for (status, op, reason, fix), names in groups.items():
+            severity, kind = _STATUS[status]
+            if status == "cpu" and self.device is None:
+                severity = "warning"
+            self.add(severity, kind, ", ".join(names), f"{_describe(names, op)}: {reason}", fix)
+
+    def _fix_for(self, node: onnx.NodeProto, status: str) -> str:
+        from .passes import DECOMPOSITIONS
+        from .passes.ml_ops import (
+            LinearClassifierToMatMul,
+            LinearRegressorToMatMul,
+            NormalizerToStandard,
+        )
+        from .passes.node_rules import NodeView
+
+        if status == "crash":
+            return "move the loop out of the gradient path or unroll it"
+        if status == "cpu":
+            return "train on CUDA (the train-gpu extra), or replace the operator"
+        if node.op_type in ("LayerNormalization", "Dropout", "SoftmaxCrossEntropyLoss"):
+            return "onnxloss.passes.DeclareGradientOutputs() declares them (make_trainable does)"
+        if node.op_type == "Transpose":
+            return (
+                "onnxloss.passes.ExplicitTransposePerm() writes it out when the input rank is "
+                "known (make_trainable does)"
+            )
+        if node.op_type == "ZipMap" and node.domain == ML_DOMAIN:
+            return "onnxloss.passes.ZipMapToTensor() (or convert with options={'zipmap': False})"
+        rules = [
+            *(cls() for cls in DECOMPOSITIONS),
+            LinearRegressorToMatMul(),
+            LinearClassifierToMatMul(),
+            NormalizerToStandard(),
+        ]
+        domain = "" if node.domain in DEFAULT_DOMAINS else node.domain
+        for rule in rules:
+            if rule.op_type == node.op_type and (rule.domain or "") == domain:
+                reason = "the model has no ai.onnx opset"
+                if self.context is not None:
+                    reason = rule.explain(NodeView(node, self.context))
+                if not reason:
+                    return (
+                        f"onnxloss.passes.{rule.name}() rewrites it as {rule.formula} "
+                        "(make_trainable does)"
+                    )
+                return (
+                    f"onnxloss.passes.{rule.name}() leaves this node alone ({reason}); "
+                    "replace it by hand, or leave the weights before it out of training"
+                )
+        if status == "unknown":
+            return "if generation fails on it, replace it or leave the weights before it untrained"
+        return "no pass rewrites it: replace it, or leave the weights before it out of training"
+
+
+_STATUS = {
+    "none": ("error", "no-gradient"),
+    "form": ("error", "gradient-form"),
+    "cpu": ("error", "no-cpu-kernel"),
+    "crash": ("error", "crashes-runtime"),
+    "unknown": ("warning", "unknown-gradient"),
+}
+
+
+def _op_name(node: onnx.NodeProto) -> str:
+    domain = "" if node.domain in DEFAULT_DOMAINS else f"{node.domain}."
+    return f"{domain}{node.op_type}"
+
+
+def _describe(names: list[str], op: str) -> str:
+    if len(names) == 1:
+        return f"node '{names[0]}' ({op}) on the gradient path"
+    shown = ", ".join(f"'{n}'" for n in names[:_SHOWN_NODES])
+    more = f" and {len(names) - _SHOWN_NODES} more" if len(names) > _SHOWN_NODES else ""
+    return f"{len(names)} {op} nodes on the gradient path ({shown}{more})"
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    found = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            found.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            found.extend(attr.graphs)
+    return found
+
+
+def _implicit_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs read from the enclosing scopes."""
+    used: set[str] = set()
+    for sub in _subgraphs(node):
+        defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+        for inner in sub.node:
+            used.update(i for i in inner.input if i and i not in defined)
+            used.update(_implicit_inputs(inner) - defined)
+            defined.update(inner.output)
+        used -= defined
+    return used
