@@ -116,9 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="an option of the loss, e.g. l1_weight=0.1 or eps=1e-7; repeatable",
     )
-    add.add_argument(
-        "--no-validate", action="store_true", help="skip onnx.checker on the result"
-    )
+    add.add_argument("--no-validate", action="store_true", help="skip onnx.checker on the result")
 
     plugins = sub.add_parser("plugins", help="list losses, regularizers and their plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")

@@ -199,7 +199,7 @@ class PluginRegistry:
             if self._allow is not None and ep.name not in self._allow:
                 continue
             chosen.append(ep)
-        dist_name = lambda ep: (ep.dist.metadata["Name"] if getattr(ep, "dist", None) else "")  # noqa: E731
+        dist_name = lambda ep: ep.dist.metadata["Name"] if getattr(ep, "dist", None) else ""  # noqa: E731
         return sorted(chosen, key=lambda ep: (dist_name(ep).lower(), ep.name))
 
     def add_plugin(

@@ -241,4 +241,3 @@ def assert_untouched(
     """``model`` still serializes (deterministically) to ``before``."""
     if model.SerializeToString(deterministic=True) != before:
         _fail(f"{what} was modified by the rewrite")
-
