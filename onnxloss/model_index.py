@@ -41,16 +41,35 @@ def default_opset(model: onnx.ModelProto) -> int:
     return version
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs held in a node's attributes (the branches of If, the body of Loop...)."""
+    found = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            found.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            found.extend(attr.graphs)
+    return found
+
+
 def iter_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """The graph and every subgraph nested in its nodes' attributes (If, Loop, Scan...)."""
     yield graph
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from iter_graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from iter_graphs(sub)
+        for sub in subgraphs(node):
+            yield from iter_graphs(sub)
+
+
+def model_graphs(model: onnx.ModelProto, functions: bool = False) -> list[onnx.GraphProto]:
+    """The main graph and all its subgraphs, with ``functions`` also the subgraphs in
+    local function bodies; a list, so passes may edit the graphs while going through it."""
+    graphs = list(iter_graphs(model.graph))
+    if functions:
+        for function in model.functions:
+            for node in function.node:
+                for sub in subgraphs(node):
+                    graphs.extend(iter_graphs(sub))
+    return graphs
 
 
 def all_names(model: onnx.ModelProto) -> set[str]:

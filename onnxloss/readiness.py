@@ -37,7 +37,7 @@ from .gradient_ops import (
     STOPS_GRADIENT,
     gradient_support,
 )
-from .model_index import DEFAULT_DOMAINS, MIN_OPSET
+from .model_index import DEFAULT_DOMAINS, MIN_OPSET, subgraphs
 from .model_io import ModelLike, load_model
 from .rewrite import read_metadata
 from .tensor_info import FLOAT_TYPES, TensorInfo
@@ -542,7 +542,7 @@ class _Checker:
         """Nodes inside the subgraphs of an on-path node fed by a trained value (conservative:
         every formal input of the subgraph counts as trained)."""
         found = []
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             inner_live = set(live) | {i.name for i in sub.input}
             for inner in sub.node:
                 if self._fed(inner, inner_live):
@@ -639,20 +639,10 @@ def _describe(names: list[str], op: str) -> str:
     return f"{len(names)} {op} nodes on the gradient path ({shown}{more})"
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    found = []
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            found.append(attr.g)
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            found.extend(attr.graphs)
-    return found
-
-
 def _implicit_inputs(node: onnx.NodeProto) -> set[str]:
     """Names a node's subgraphs read from the enclosing scopes."""
     used: set[str] = set()
-    for sub in _subgraphs(node):
+    for sub in subgraphs(node):
         defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
         for inner in sub.node:
             used.update(i for i in inner.input if i and i not in defined)

@@ -212,19 +212,23 @@ class DecomposeCastLike(NodeRule):
         return [g.op("Cast", inputs[0], **attrs)]
 
 
-class DecomposeInstanceNormalization(NodeRule):
-    """``InstanceNormalization(x, scale, B) = scale·(x - mean)/sqrt(var + epsilon) + B`` with
-    ``mean``, ``var`` over the spatial axes ``2..r-1`` of each sample and channel
-    (``ReduceMean`` twice); needs the rank of ``x``."""
-
-    op_type = "InstanceNormalization"
-    formula = "scale·(x - mean)/Sqrt(var + epsilon) + B, moments by ReduceMean"
+class _SpatialRule(NodeRule):
+    """A rule over the spatial axes ``2..r-1``: it needs the rank (at least 3) of its input."""
 
     def explain(self, view):
         reason = super().explain(view)
         if not reason and (view.input_info(0).rank or 0) < 3:
             reason = "the rank of its input is unknown (or below 3)"
         return reason
+
+
+class DecomposeInstanceNormalization(_SpatialRule):
+    """``InstanceNormalization(x, scale, B) = scale·(x - mean)/sqrt(var + epsilon) + B`` with
+    ``mean``, ``var`` over the spatial axes ``2..r-1`` of each sample and channel
+    (``ReduceMean`` twice); needs the rank of ``x``."""
+
+    op_type = "InstanceNormalization"
+    formula = "scale·(x - mean)/Sqrt(var + epsilon) + B, moments by ReduceMean"
 
     def build(self, g, view, inputs):
         x, scale, bias = inputs
@@ -401,18 +405,12 @@ class DecomposeReduceMin(_ExtremumRule):
     largest = 0
 
 
-class DecomposeGlobalMaxPool(NodeRule):
+class DecomposeGlobalMaxPool(_SpatialRule):
     """``GlobalMaxPool(x)`` (max over the spatial axes ``2..r-1``, kept as size 1) as one
     ``TopK(k=1)`` per spatial axis; needs the rank of ``x``."""
 
     op_type = "GlobalMaxPool"
     formula = "TopK(k=1) along each spatial axis"
-
-    def explain(self, view):
-        reason = super().explain(view)
-        if not reason and (view.input_info(0).rank or 0) < 3:
-            reason = "the rank of its input is unknown (or below 3)"
-        return reason
 
     def build(self, g, view, inputs):
         rank = view.input_info(0).rank

@@ -21,7 +21,7 @@ from onnx.external_data_helper import uses_external_data
 
 from ..builder import GraphBuilder, Value
 from ..errors import OpsetError
-from ..model_index import DEFAULT_DOMAINS, all_names
+from ..model_index import DEFAULT_DOMAINS, all_names, iter_graphs
 from ..naming import NameAllocator
 from ..tensor_info import FLOAT_TYPES, TensorInfo
 from .base import Pass
@@ -72,9 +72,7 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
     except Exception:  # best effort: fall back on what the model declares
         inferred = model
     infos: dict[str, TensorInfo] = {}
-    stack = [inferred.graph]
-    while stack:
-        graph = stack.pop()
+    for graph in iter_graphs(inferred.graph):
         for group in (graph.value_info, graph.input, graph.output):
             for vi in group:
                 info = TensorInfo.from_value_info(vi)
@@ -82,20 +80,12 @@ def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
                     infos[vi.name] = info
         for t in graph.initializer:
             infos[t.name] = TensorInfo.from_initializer(t)
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    stack.extend(attr.graphs)
     return infos
 
 
 def _constant_tensors(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     found: dict[str, onnx.TensorProto] = {}
-    stack = [graph]
-    while stack:
-        g = stack.pop()
+    for g in iter_graphs(graph):
         found.update((t.name, t) for t in g.initializer)
         for node in g.node:
             if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS and node.output:
@@ -106,11 +96,6 @@ def _constant_tensors(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
                         found[node.output[0]] = onnx.numpy_helper.from_array(
                             np.array(attr.ints, np.int64), node.output[0]
                         )
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    stack.extend(attr.graphs)
     return found
 
 

@@ -8,7 +8,7 @@ is a decision the user takes, not something a trainer does behind their back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
@@ -16,6 +16,7 @@ from onnx import TensorProto
 from onnx.external_data_helper import uses_external_data
 
 from ..errors import DtypeError
+from ..model_index import model_graphs
 from .base import Pass
 
 FLOAT = TensorProto.FLOAT
@@ -55,7 +56,7 @@ class ToFloat32(Pass):
 
     def apply(self, model: onnx.ModelProto) -> bool:
         changed = False
-        for graph in _graphs(model):
+        for graph in model_graphs(model, functions=True):
             changed |= self._graph(graph)
         for function in model.functions:
             for vi in function.value_info:
@@ -137,25 +138,3 @@ class ToFloat32(Pass):
         converted.doc_string = tensor.doc_string
         converted.metadata_props.extend(tensor.metadata_props)
         return converted
-
-
-def _graphs(model: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
-    stack = [model.graph]
-    for function in model.functions:
-        for node in function.node:
-            stack.extend(_subgraphs(node))
-    while stack:
-        graph = stack.pop()
-        yield graph
-        for node in graph.node:
-            stack.extend(_subgraphs(node))
-
-
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    found = []
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            found.append(attr.g)
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            found.extend(attr.graphs)
-    return found

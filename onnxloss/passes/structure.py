@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..model_index import DEFAULT_DOMAINS, all_names
+from ..model_index import DEFAULT_DOMAINS, all_names, model_graphs
 from ..naming import NameAllocator
 from .base import Pass
 
@@ -56,15 +56,8 @@ class DeclareGradientOutputs(Pass):
     def apply(self, model: onnx.ModelProto) -> bool:
         names = None
         changed = False
-        stack = [model.graph]
-        while stack:
-            graph = stack.pop()
+        for graph in model_graphs(model):
             for node in graph.node:
-                for attr in node.attribute:
-                    if attr.type == onnx.AttributeProto.GRAPH:
-                        stack.append(attr.g)
-                    elif attr.type == onnx.AttributeProto.GRAPHS:
-                        stack.extend(attr.graphs)
                 wanted = GRADIENT_OUTPUTS.get(node.op_type)
                 if wanted is None or node.domain not in DEFAULT_DOMAINS:
                     continue
@@ -89,7 +82,7 @@ class ExplicitTransposePerm(Pass):
     def apply(self, model: onnx.ModelProto) -> bool:
         pending = [
             node
-            for graph in _graphs(model)
+            for graph in model_graphs(model)
             for node in graph.node
             if node.op_type == "Transpose"
             and node.domain in DEFAULT_DOMAINS
@@ -108,16 +101,3 @@ class ExplicitTransposePerm(Pass):
             node.attribute.append(onnx.helper.make_attribute("perm", list(range(info.rank))[::-1]))
             changed = True
         return changed
-
-
-def _graphs(model: onnx.ModelProto):
-    stack = [model.graph]
-    while stack:
-        graph = stack.pop()
-        yield graph
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    stack.extend(attr.graphs)

@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto
 
 from ..errors import OpsetError
-from ..model_index import DEFAULT_DOMAINS
+from ..model_index import DEFAULT_DOMAINS, model_graphs
 from .base import Pass
 
 #: The IR version that introduced each element type added after IR 8 (from onnx.proto).
@@ -65,7 +65,7 @@ def _feature_versions(model: onnx.ModelProto):
             yield 10, f"metadata_props on function '{function.name}'"
     if _has_field(model, "configuration"):
         yield 11, "multi-device configurations"
-    for graph in _graphs(model):
+    for graph in model_graphs(model):
         if len(graph.metadata_props):
             yield 10, f"metadata_props on graph '{graph.name}'"
         for group in (graph.input, graph.output, graph.value_info):
@@ -106,19 +106,6 @@ def _elem_version(elem_type: int, where: str):
     ir = ELEMENT_TYPE_IR.get(elem_type)
     if ir is not None:
         yield ir, f"element type {TensorProto.DataType.Name(elem_type)} ({where})"
-
-
-def _graphs(model: onnx.ModelProto):
-    stack = [model.graph]
-    while stack:
-        graph = stack.pop()
-        yield graph
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    stack.extend(attr.graphs)
 
 
 class LowerIRVersion(Pass):
