@@ -124,3 +124,16 @@ def test_demo_prints_weights_beside_least_squares(capsys):
     assert "lstsq" in out and "intercept" in out
     gap = float(out.strip().splitlines()[-1].split()[-1])
     assert gap < 0.02
+
+
+def test_output_into_a_closed_pipe_is_not_an_error():
+    """`onnxloss plugins | head -1`: the reader has left when the output comes (here the
+    pipe is closed before the command starts writing); no traceback, status 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onnxloss", "plugins"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 0, err
+    assert "Traceback" not in err
