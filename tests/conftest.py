@@ -65,6 +65,15 @@ def ir_for(opset: int) -> int:
 
 
 @pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder on sys.path where a test installs fake distributions (see plugin_dists)."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+@pytest.fixture
 def fresh_registry():
     """A registry with the built-ins only, restored after the test."""
     reg = registry.PluginRegistry(entry_points=False)

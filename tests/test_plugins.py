@@ -13,15 +13,6 @@ from onnxloss.registry import PluginRegistry
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A folder on sys.path where tests install fake distributions."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    return root
-
-
-@pytest.fixture
 def use_registry():
     """Install a registry as the process-wide one for the test."""
     saved = []

@@ -70,13 +70,6 @@ ACTIVATE = 'pytest_plugins = ["onnxloss.testing"]'
 FAST = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--tb=short")
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    return root
-
 
 def install_cube(site, module, dist="onnxloss-cube", name="cube", abs_=GOOD_ABS, scale=GOOD_SCALE):
     source = CUBE.format(name=name, abs=abs_, scale=scale)
