@@ -11,96 +11,23 @@ from __future__ import annotations
 
 import tempfile
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from ..builder import GraphBuilder
-from ..errors import DtypeError, OnnxLossError, OpsetError, OutputSelectionError
+from ..errors import DtypeError, OnnxLossError, OpsetError
 from ..model_index import ModelIndex
 from ..naming import NameAllocator
-from ..rewrite import read_metadata
 from ..tensor_info import TensorInfo
 from ._runtime import load_runtime, native_log_filter, quiet_python_logging
+from .layout import LossModelLayout, describe_layout  # noqa: F401  (where 0.1 had them)
 
 #: Newest IR version onnxruntime 1.19.2 loads, and newest ai.onnx opset it trains.
 RUNTIME_MAX_IR = 10
 RUNTIME_MAX_OPSET = 21
 RUNTIME_MIN_OPSET = 11
-
-
-@dataclass
-class LossModelLayout:
-    """Which inputs of the loss model are features, targets and sample weights."""
-
-    loss_name: str
-    reduction: str
-    features: list[TensorInfo]
-    targets: list[TensorInfo]
-    weights: list[TensorInfo]
-    outputs: list[str] = field(default_factory=list)
-
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return [*self.features, *self.targets, *self.weights]
-
-
-def describe_layout(
-    model: onnx.ModelProto,
-    loss_output_name: str,
-    sample_weight_name: str | None,
-    loss_reduction: str,
-) -> LossModelLayout:
-    """Read the loss model's layout from the rewriter's metadata (or from conventions)."""
-    graph = model.graph
-    if not graph.output or graph.output[0].name != loss_output_name:
-        first = graph.output[0].name if graph.output else None
-        names = [o.name for o in graph.output]
-        if loss_output_name in names:
-            raise OutputSelectionError(
-                f"the loss '{loss_output_name}' is output #{names.index(loss_output_name)} of "
-                f"{names}; onnxruntime-training differentiates the FIRST output, so put the loss "
-                "first (onnxloss.rewrite does this)"
-            )
-        raise OutputSelectionError(
-            f"the model has no output named '{loss_output_name}' (first output: {first!r}); "
-            "pass loss_output_name=<name of the scalar loss>, or build the model with "
-            "onnxloss.add_loss_output"
-        )
-    infos = {i.name: TensorInfo.from_value_info(i) for i in graph.input}
-    meta = read_metadata(model) or {}
-    target_names = list(meta.get("targets", {}))
-    weight_names = list(meta.get("weights", []))
-    if not meta:
-        names = [i.name for i in graph.input]
-        target_names = ["label"] if "label" in names else names[1:2]
-    if sample_weight_name is not None and sample_weight_name not in weight_names:
-        if sample_weight_name not in infos:
-            raise OutputSelectionError(
-                f"sample_weight_name '{sample_weight_name}' is not an input of the loss model; "
-                f"its inputs are {list(infos)}"
-            )
-        weight_names = [sample_weight_name]
-    reduction = loss_reduction
-    if reduction == "auto":
-        reduction = meta.get("reduction", "mean")
-    if reduction not in ("sum", "mean"):
-        raise OnnxLossError(
-            f"the loss model mixes reductions ({meta.get('terms')}); the trainer scales one "
-            "reduction to a per-sample mean, so use the same reduction for every loss term, "
-            "or pass loss_reduction='sum' or 'mean'"
-        )
-    used = set(target_names) | set(weight_names)
-    return LossModelLayout(
-        loss_name=loss_output_name,
-        reduction=reduction,
-        features=[infos[n] for n in infos if n not in used],
-        targets=[infos[n] for n in target_names],
-        weights=[infos[n] for n in weight_names],
-        outputs=[o.name for o in graph.output],
-    )
 
 
 def runtime_compatible(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,32 +1,56 @@
-"""Feeding data to the training module: user arrays → contiguous batches in input order.
+"""Feeding data to a backend: user arrays → checked, typed batches in the model's input order.
 
-In-memory arrays are converted to the model's dtypes once per ``fit``. When shuffling, each
-epoch's samples are permuted once into a contiguous buffer and each step takes a plain
-slice. The permutation of epoch ``e`` comes from ``default_rng([seed, e])``, so it is known
-in advance: a worker thread makes epoch ``e + 1``'s permuted copy while epoch ``e`` trains
-(``np.take`` releases the GIL), at the price of two copies of the data in memory.
+In-memory arrays are checked once per ``fit`` (element type, rank, fixed dimensions, NaN
+and infinities, class labels that are whole numbers) and converted to the model's element
+types only when they differ (then that converted copy is the one extra copy of the data).
 
-Memory-mapped arrays are never loaded whole: the order of batch-sized blocks is shuffled
-and each block is read and converted when its step comes. Any iterable of ``(X, y)`` or
-``(X, y, w)`` batches is used as it comes, for data larger than memory.
+Batches:
+
+* without shuffling, a batch is a slice of the arrays: no copy at all;
+* with shuffling, epoch ``e`` visits the samples in the order
+  ``default_rng([seed, e]).permutation(N)``; each batch's rows are gathered into one set of
+  preallocated ``[batch_size, ...]`` buffers (``np.take(..., out=)``), so the extra memory
+  is one batch per input, never a permuted copy of the data. The buffers keep their
+  address, so a backend makes its runtime values over them once and reuses them
+  (:attr:`Batch.key`);
+* memory-mapped arrays are never loaded whole: the order of batch-sized blocks is shuffled
+  and each block is read, checked and converted into the buffers when its step comes;
+* any iterable of ``(X, y)`` or ``(X, y, w)`` batches is checked and converted batch by
+  batch, for data larger than memory.
 """
 
 from __future__ import annotations
 
-import threading
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import OnnxLossError, ShapeError
+from ..errors import DtypeError, OnnxLossError, ShapeError
 from ..tensor_info import TensorInfo
-from .artifacts import LossModelLayout
+from .layout import LossModelLayout
 
-Batch = list[np.ndarray]
+
+@dataclass(frozen=True)
+class Batch:
+    """One step's inputs.
+
+    Attributes:
+        arrays: one C-contiguous array per model input, in the backend's input order.
+        rows: the number of samples.
+        key: ``None`` for arrays that live only for this step; otherwise the same key always
+            means the same memory and shapes (preallocated buffers), so runtime values made
+            over them can be kept.
+    """
+
+    arrays: list[np.ndarray]
+    rows: int
+    key: tuple | None = None
 
 
 class Feeder:
-    """Maps ``(X, y, sample_weight)`` onto the module's inputs, in the module's order."""
+    """Maps ``(X, y, sample_weight)`` onto the model's inputs, in the backend's order."""
 
     def __init__(self, layout: LossModelLayout, input_order: list[str]):
         by_name = {info.name: info for info in layout.inputs}
@@ -35,31 +59,60 @@ class Feeder:
             raise OnnxLossError(f"the training model has unexpected inputs {missing}")
         self.layout = layout
         self.order = [by_name[n] for n in input_order]
+        self.label_ranges: dict[str, tuple[int, int, int | None]] = {}
 
     # -- whole arrays -----------------------------------------------------------------------
-    def arrays(self, X, y, sample_weight, *, lazy: bool = False) -> Batch:
-        """One array per module input; ``lazy`` keeps memmaps unconverted (per-batch)."""
+    def arrays(self, X, y, sample_weight, *, lazy: bool = False, what: str = "") -> list:
+        """One checked array per input; ``lazy`` keeps memmaps unread (checked per batch)."""
         named = {}
-        named.update(self._bind(self.layout.features, X, "X"))
-        named.update(self._bind(self.layout.targets, y, "y"))
+        named.update(self._bind(self.layout.features, X, f"X{what}"))
+        named.update(self._bind(self.layout.targets, y, f"y{what}"))
         if self.layout.weights:
             if sample_weight is None:
                 n = len(next(iter(named.values())))
                 w = self.layout.weights[0]
                 named[w.name] = np.ones(n, dtype=w.dtype)
             else:
-                named.update(self._bind(self.layout.weights, sample_weight, "sample_weight"))
+                named.update(self._bind(self.layout.weights, sample_weight, f"sample_weight{what}"))
         elif sample_weight is not None:
             raise OnnxLossError(
                 "sample_weight was given but the loss model has no sample-weight input; build it "
                 "with add_loss_output(..., weight_name='weight') or pass sample_weight_name"
             )
-        arrays = [self._convert(named[info.name], info, lazy) for info in self.order]
+        labels = self._labels()
+        arrays = [self._convert(named[info.name], info, labels[info], lazy) for info in self.order]
         lengths = {len(a) for a in arrays}
         if len(lengths) > 1:
-            sizes = {info.name: len(a) for info, a in zip(self.order, arrays, strict=True)}
-            raise ShapeError(f"inputs have different numbers of samples: {sizes}")
+            sizes = {labels[info]: len(a) for info, a in zip(self.order, arrays, strict=True)}
+            raise ShapeError(f"the inputs have different numbers of samples: {sizes}")
         return arrays
+
+    def features(self, X) -> dict[str, np.ndarray]:
+        """The feature inputs alone (``predict``): name → checked, converted array."""
+        labels = self._labels()
+        named = self._bind(self.layout.features, X, "X")
+        arrays = {
+            info.name: self._convert(named[info.name], info, labels[info], lazy=False)
+            for info in self.layout.features
+        }
+        if len({len(a) for a in arrays.values()}) > 1:
+            raise ShapeError(
+                f"the inputs have different numbers of samples: "
+                f"{ {k: len(a) for k, a in arrays.items()} }"
+            )
+        return arrays
+
+    def _labels(self) -> dict[TensorInfo, str]:
+        """How error messages call each input: ``X``, ``y``, ``sample_weight`` or a name."""
+        names = {}
+        for infos, what in (
+            (self.layout.features, "X"),
+            (self.layout.targets, "y"),
+            (self.layout.weights, "sample_weight"),
+        ):
+            for info in infos:
+                names[info] = what if len(infos) == 1 else f"{what}['{info.name}']"
+        return names
 
     def _bind(self, infos: list[TensorInfo], value, what: str) -> dict[str, object]:
         if not infos:
@@ -67,7 +120,7 @@ class Feeder:
                 return {}
             raise OnnxLossError(f"{what} was given but the loss model has no input for it")
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {i.name for i in infos})
+            unknown = sorted(set(value) - {i.name for i in infos}, key=str)
             absent = sorted({i.name for i in infos} - set(value))
             if unknown or absent:
                 raise OnnxLossError(
@@ -84,21 +137,106 @@ class Feeder:
             raise OnnxLossError(f"{what} is required: the loss model has input '{infos[0].name}'")
         return {infos[0].name: value}
 
-    @staticmethod
-    def _convert(value, info: TensorInfo, lazy: bool) -> np.ndarray:
+    def _convert(self, value, info: TensorInfo, what: str, lazy: bool) -> np.ndarray:
         if lazy and isinstance(value, np.memmap):
             array = value
-        else:
-            array = np.ascontiguousarray(value, dtype=info.dtype)
-        return _fit_rank(array, info)
+            _check_kind(array, info, what)
+            return _fit_rank(array, info, what)
+        try:
+            raw = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise DtypeError(f"{what} cannot be read as an array: {exc}") from None
+        _check_kind(raw, info, what)
+        check_values(raw, info, what, self.label_ranges.get(info.name))
+        array = np.ascontiguousarray(raw, dtype=info.dtype)
+        return _fit_rank(array, info, what)
 
-    def from_tuple(self, item) -> Batch:
+    def check_batch(self, arrays: list[np.ndarray]) -> None:
+        """Value checks of a batch read lazily (memmap blocks)."""
+        labels = self._labels()
+        for array, info in zip(arrays, self.order, strict=True):
+            check_values(array, info, labels[info], self.label_ranges.get(info.name))
+
+    def from_tuple(self, item) -> list[np.ndarray]:
         """A batch given by the user as ``(X, y)`` or ``(X, y, w)``."""
         if not isinstance(item, tuple | list) or len(item) not in (2, 3):
             raise OnnxLossError(
-                f"each batch must be a tuple (X, y) or (X, y, sample_weight), got {type(item)}"
+                "each batch must be a tuple (X, y) or (X, y, sample_weight), got "
+                f"{type(item).__name__}"
             )
         return self.arrays(*item, None) if len(item) == 2 else self.arrays(*item)
+
+
+def _check_kind(array: np.ndarray, info: TensorInfo, what: str) -> None:
+    """The element kind must convert to the input's type without losing its meaning."""
+    want = info.dtype
+    kind = array.dtype.kind
+    ok = (
+        kind in "biuf" if want.kind == "f" else kind in "biu" or (kind == "f" and want.kind in "iu")
+    )
+    if want.kind == "b":
+        ok = kind == "b"
+    if not ok:
+        raise DtypeError(
+            f"{what} has dtype {array.dtype}; the model input {info.describe()} takes "
+            f"{'numbers' if want.kind == 'f' else 'integers (class indices)'}"
+        )
+    if array.ndim == 0:
+        raise ShapeError(
+            f"{what} is a scalar; the model input {info.describe()} takes one row per sample"
+        )
+    if info.rank is not None:
+        rank_ok = array.ndim == info.rank or (
+            abs(array.ndim - info.rank) == 1 and _rank_fix_possible(array, info)
+        )
+        if not rank_ok:
+            raise ShapeError(
+                f"{what} has shape {list(array.shape)}; the model input {info.describe()} takes "
+                f"{info.rank} dimension(s)"
+            )
+        shape = array.shape if array.ndim == info.rank else _fitted_shape(array, info)
+        for axis, (got, want_dim) in enumerate(zip(shape, info.shape, strict=True)):
+            if axis and isinstance(want_dim, int) and got != want_dim:
+                raise ShapeError(
+                    f"{what} has {got} values along axis {axis} (shape {list(array.shape)}); "
+                    f"the model input {info.describe()} takes {want_dim}"
+                )
+
+
+def check_values(
+    array: np.ndarray, info: TensorInfo, what: str, label_range: tuple | None = None
+) -> None:
+    """NaN and infinities in float data, fractions in class labels, labels out of range."""
+    if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+        rows = array.reshape(len(array), -1)
+        bad = ~np.isfinite(rows).all(axis=1)
+        row = int(np.flatnonzero(bad)[0])
+        value = rows[row][~np.isfinite(rows[row])][0]
+        raise OnnxLossError(
+            f"{what} holds {value} at row {row} ({int(bad.sum())} row(s) in all); remove or "
+            "impute non-finite values before training"
+        )
+    if info.dtype.kind in "iu" and array.dtype.kind == "f" and array.size:
+        if not np.array_equal(array, np.round(array)):
+            raise DtypeError(
+                f"{what} holds fractional values but the model input {info.describe()} takes "
+                "class indices; pass integer labels"
+            )
+    if label_range is not None and array.size:
+        low, high, ignore = label_range
+        flat = array.reshape(-1)
+        bad = (flat < low) | (flat >= high)
+        if ignore is not None:
+            bad &= flat != ignore
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise OnnxLossError(
+                f"{what} holds the label {flat[k]} (element {k}); the model has classes "
+                f"{low}..{high - 1}" + (f" and ignore_index {ignore}" if ignore is not None else "")
+            )
+
+
+_BUFFER_SETS = itertools.count()
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -110,113 +248,117 @@ class ArrayEpochs:
     """The batches of every epoch over whole arrays (in memory or memory-mapped).
 
     Args:
-        arrays: one array per module input, converted (memmaps: converted per batch).
-        order: input infos, for the per-batch conversion of memmaps.
+        arrays: one array per model input (checked and converted; memmaps: per batch).
+        feeder: for the per-batch conversion and checks of memmaps.
         batch_size: samples per batch; the last batch of an epoch may be smaller.
         seed: shuffling seed, or None to keep the arrays' order.
     """
 
-    def __init__(self, arrays: Batch, order: list[TensorInfo], batch_size: int, seed: int | None):
+    def __init__(self, arrays: list, feeder: Feeder, batch_size: int, seed: int | None):
         self.arrays = arrays
-        self.order = order
+        self.feeder = feeder
         self.batch_size = batch_size
         self.seed = seed
         self.n = len(arrays[0])
         self.mapped = any(isinstance(a, np.memmap) for a in arrays)
-        self._copies: dict[int, _PermutedCopy] = {}
+        self._buffers: list[np.ndarray] | None = None
+        self._token = next(_BUFFER_SETS)  # part of Batch.key: one per set of buffers
 
-    def batches(self, epoch: int, prefetch_next: bool = False) -> Iterator[Batch]:
-        if self.seed is not None and not self.mapped:
-            data = self._permuted(epoch, prefetch_next)
-        else:
-            data = self.arrays
-        starts = np.arange(0, self.n, self.batch_size)
-        if self.seed is not None and self.mapped:
-            epoch_rng(self.seed, epoch).shuffle(starts)  # blocks: never read the whole file
-        b = self.batch_size
-        if self.mapped:
-            for s in starts:
-                yield [
-                    _fit_rank(np.ascontiguousarray(a[s : s + b], dtype=info.dtype), info)
-                    for a, info in zip(data, self.order, strict=True)
-                ]
-        else:
-            for s in starts:
-                yield [a[s : s + b] for a in data]
+    @property
+    def n_batches(self) -> int:
+        return -(-self.n // self.batch_size)
 
-    def _permuted(self, epoch: int, prefetch_next: bool) -> Batch:
-        copy = self._copies.pop(epoch, None)
-        if copy is None:  # not prefetched (first epoch): copy now
-            copy = _PermutedCopy(self.arrays, self._buffers(epoch), self._perm(epoch), start=False)
-        data = copy.result()
-        if prefetch_next:
-            nxt = epoch + 1
-            self._copies[nxt] = _PermutedCopy(self.arrays, self._buffers(nxt), self._perm(nxt))
-        return data
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        return epoch_rng(self.seed, epoch).permutation(self.n)
-
-    def _buffers(self, epoch: int) -> Batch:
-        # Two sets, alternating: epoch e + 1 is written while epoch e is read.
-        slot = f"_slot{epoch % 2}"
-        buffers = getattr(self, slot, None)
-        if buffers is None:
-            buffers = [np.empty_like(a) for a in self.arrays]
-            setattr(self, slot, buffers)
-        return buffers
-
-    def close(self) -> None:
-        """Wait for a prefetch still running (early stop, interruption)."""
-        for copy in self._copies.values():
-            copy.join()
-        self._copies.clear()
-
-
-class _PermutedCopy:
-    """``buffers[i][:] = arrays[i][perm]``, in a worker thread unless ``start=False``."""
-
-    def __init__(self, arrays: Batch, buffers: Batch, perm: np.ndarray, start: bool = True):
-        self._args = (arrays, buffers, perm)
-        self._buffers = buffers
-        self._error: BaseException | None = None
-        self._thread = None
-        if start:
-            self._thread = threading.Thread(target=self._run, name="onnxloss-shuffle", daemon=True)
-            self._thread.start()
-        else:
-            self._run()
-
-    def _run(self) -> None:
-        arrays, buffers, perm = self._args
-        try:
-            for a, b in zip(arrays, buffers, strict=True):
-                np.take(a, perm, axis=0, out=b)  # one call: the GIL is taken once per array
-        except BaseException as exc:  # reported to the training loop, not lost in a thread
-            self._error = exc
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-
-    def result(self) -> Batch:
-        self.join()
-        if self._error is not None:
-            raise self._error
+    def _buffer_set(self) -> list[np.ndarray]:
+        if self._buffers is None:
+            rows = min(self.batch_size, self.n)
+            self._buffers = [
+                np.empty((rows, *_fitted_shape(a, info)[1:]), dtype=info.dtype)
+                for a, info in zip(self.arrays, self.feeder.order, strict=True)
+            ]
         return self._buffers
 
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        b, n = self.batch_size, self.n
+        if self.mapped:
+            starts = np.arange(0, n, b)
+            if self.seed is not None:
+                epoch_rng(self.seed, epoch).shuffle(starts)  # blocks: never read the whole file
+            buffers = self._buffer_set()
+            for s in starts:
+                rows = min(b, n - s)
+                views = [buf[:rows] for buf in buffers]
+                for a, view in zip(self.arrays, views, strict=True):
+                    view[...] = np.asarray(a[s : s + rows]).reshape(view.shape)
+                self.feeder.check_batch(views)
+                yield Batch(views, rows, (self._token, rows))
+        elif self.seed is None:
+            for s in range(0, n, b):
+                views = [a[s : s + b] for a in self.arrays]
+                yield Batch(views, len(views[0]))
+        else:
+            perm = epoch_rng(self.seed, epoch).permutation(n)
+            buffers = self._buffer_set()
+            for s in range(0, n, b):
+                index = perm[s : s + b]
+                rows = len(index)
+                views = [buf[:rows] for buf in buffers]
+                for a, view in zip(self.arrays, views, strict=True):
+                    np.take(a, index, axis=0, out=view)
+                yield Batch(views, rows, (self._token, rows))
 
-def _fit_rank(array: np.ndarray, info: TensorInfo) -> np.ndarray:
+
+class IterableEpochs:
+    """Batches from a re-iterable of ``(X, y)`` / ``(X, y, w)`` tuples, checked one by one."""
+
+    def __init__(self, source: Iterable, feeder: Feeder):
+        self.source = source
+        self.feeder = feeder
+
+    n_batches = None
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        empty = True
+        for item in self.source:
+            empty = False
+            arrays = self.feeder.from_tuple(item)
+            yield Batch(arrays, len(arrays[0]))
+        if empty:
+            raise OnnxLossError(
+                "the batch iterable yielded nothing; if it is a generator it was used up by an "
+                "earlier epoch: pass a list or an object whose __iter__ restarts"
+            )
+
+
+def _rank_fix_possible(array: np.ndarray, info: TensorInfo) -> bool:
+    if array.ndim == info.rank - 1:
+        return info.shape[-1] in (1, None) or isinstance(info.shape[-1], str)
+    return array.ndim == info.rank + 1 and array.shape[-1] == 1
+
+
+def _fitted_shape(array: np.ndarray, info: TensorInfo) -> tuple[int, ...]:
+    """``array``'s shape after :func:`_fit_rank`."""
+    if info.rank is None or array.ndim == info.rank:
+        return tuple(array.shape)
+    if array.ndim == info.rank - 1:
+        return (*array.shape, 1)
+    return tuple(array.shape[:-1])
+
+
+def _fit_rank(array: np.ndarray, info: TensorInfo, what: str = "an array") -> np.ndarray:
     """Reshape ``[N]`` ↔ ``[N, 1]`` to the declared rank; anything else must match."""
     if info.rank is None or array.ndim == info.rank:
         return array
-    if array.ndim == info.rank - 1 and info.shape[-1] in (1, None):
-        return array.reshape(*array.shape, 1)
-    if array.ndim == info.rank + 1 and array.shape[-1] == 1:
-        return array.reshape(array.shape[:-1])
-    raise ShapeError(f"input {info.describe()} cannot take an array of shape {tuple(array.shape)}")
+    if _rank_fix_possible(array, info):
+        return array.reshape(_fitted_shape(array, info))
+    raise ShapeError(
+        f"{what} has shape {list(array.shape)}; the model input {info.describe()} cannot take it"
+    )
 
 
 def is_batch_iterable(X, y) -> bool:
     """True when ``X`` is an iterable of batches rather than an array (``y`` is then None)."""
-    return y is None and isinstance(X, Iterable) and not isinstance(X, np.ndarray | Mapping)
+    return (
+        y is None
+        and isinstance(X, Iterable)
+        and not isinstance(X, np.ndarray | Mapping | str | bytes)
+    )

@@ -1,8 +1,15 @@
-"""``OrtGradientOptimizer``: fit the weights of a loss model with onnxruntime-training.
+"""``OrtGradientOptimizer``: fit the weights of a loss model with onnxruntime.
 
-Gradients and weight updates come from onnxruntime-training only (``generate_artifacts``,
-``api.Module``, ``api.Optimizer``, ``api.CheckpointState``); this class feeds data,
-schedules the learning rate and keeps the books.
+One estimator, two backends (:mod:`onnxloss.train.backend`):
+
+* ``"onnxruntime-training"``: gradients and updates by onnxruntime-training 1.19.2
+  (``generate_artifacts``, ``api.Module``, ``api.Optimizer``, ``api.CheckpointState``);
+* ``"onnxruntime"``: the training-step graph of :mod:`onnxloss.autodiff` (forward, backward
+  and update in standard ONNX) run by a plain ``onnxruntime.InferenceSession``;
+* ``"auto"`` (default): the training build when it is installed, else the plain runtime.
+
+This class feeds data, schedules the learning rate and keeps the books; both backends give
+the same numbers.
 
 Update rule
 -----------
@@ -11,37 +18,36 @@ Whatever reduction the loss model uses, each step is
     W ← update(W, η_t · ∇ mean_loss_batch)
 
 where ``mean_loss_batch = (1/B) Σ_i w_i l_i (+ penalties)`` over the ``B`` samples of the
-batch: a sum-reduced loss is divided by ``B`` inside the graph before the runtime
-differentiates it, so SGD (``W -= η_t·g``) and AdamW see the same objective. Penalties in a
-sum-reduced loss model are divided by ``B`` with it (they are part of the same sum).
+batch: a sum-reduced loss is divided by ``B`` inside the graph before it is differentiated,
+so SGD (``W -= η_t·g``) and AdamW see the same objective. Penalties in a sum-reduced loss
+model are divided by ``B`` with it (they are part of the same sum).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import math
+import numbers
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ..errors import ConvergenceError, OnnxLossError, ShapeError
+from ..errors import CoefficientError, ConvergenceError, OnnxLossError, ShapeError
 from ..model_io import atomic_output, load_model
 from ..readiness import check_trainable, default_trainables
 from ..rewrite import read_metadata, strip_loss
 from ..terms import check_number
-from ._runtime import load_runtime
-from .artifacts import (
-    TrainingArtifacts,
-    describe_layout,
-    per_sample_mean,
-    runtime_compatible,
-)
-from .data import ArrayEpochs, Feeder, is_batch_iterable
+from . import state as run_state
+from ._runtime import BACKENDS, TRAINING, check_environment, resolve_backend
+from .artifacts import per_sample_mean
+from .backend import Backend, RunConfig
+from .data import ArrayEpochs, Feeder, IterableEpochs, is_batch_iterable
+from .layout import describe_layout
+from .progress import Progress
 from .schedules import LearningRateSchedule, make_schedule
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -56,18 +62,27 @@ _SESSION_PARAMS = (
     "loss_reduction",
     "device",
     "n_threads",
+    "backend",
+    "session_config",
 )
-_CHECKPOINT_KEY = "onnxloss_trainer"
+_ADAMW_PARAMS = ("betas", "eps", "weight_decay")
+_SESSION_CONFIG_KEYS = (
+    "graph_optimization_level",
+    "execution_mode",
+    "enable_mem_pattern",
+    "enable_cpu_mem_arena",
+)
 
 
 class OrtGradientOptimizer:
     """Train the weights of a loss model (first output = scalar loss) with mini-batch SGD
-    or AdamW, on CPU or CUDA, through onnxruntime-training.
+    or AdamW, on CPU or CUDA, through onnxruntime.
 
     Args:
         model_onnx: the loss model (``ModelProto`` or path), e.g. from ``add_loss_output``.
-        weights_to_train: names of the float32 initializers to train; ``None`` trains every
-            float32 initializer of rank >= 1 (scalars are usually constants).
+        weights_to_train: names of the float initializers to train; ``None`` trains what
+            :func:`onnxloss.readiness.default_trainables` picks (the float initializers of
+            rank >= 1 that are weights).
         loss_output_name: name of the loss output, which must be the first output.
         max_iter: number of epochs.
         batch_size: samples per step.
@@ -76,30 +91,41 @@ class OrtGradientOptimizer:
             or a :class:`~onnxloss.train.schedules.LearningRateSchedule`.
         eta0, power_t, alpha: parameters of the named schedules.
         optimizer: ``'sgd'`` (plain ``W -= η·g``) or ``'adamw'``.
-        optimizer_params: AdamW's ``betas``, ``eps`` (runtime default 1e-6), ``weight_decay``.
+        optimizer_params: AdamW's ``betas`` (default ``(0.9, 0.999)``), ``eps`` (1e-6) and
+            ``weight_decay`` (1e-2), onnxruntime-training's defaults.
         max_grad_norm: clip the gradients' global norm to this value (None: no clipping).
         device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
         n_threads: intra-op threads of the runtime (1 is fastest for small models on small
             machines; see ``bench/bench_train.py``).
         warm_start: a new ``fit`` continues from the current weights instead of the model's
             (unless a parameter the runtime session is built from changed since: the model,
-            ``weights_to_train``, ``optimizer``, ``device``... then a new run starts).
-        verbose: 0 silent; 1 a progress bar over epochs with the running loss.
+            ``weights_to_train``, ``optimizer``, ``device``, ``backend``... then a new run
+            starts).
+        verbose: 0 silent; 1 a progress bar over epochs with the running loss; 2 also a bar
+            over the batches of the current epoch (on a terminal, see
+            :mod:`onnxloss.train.progress`).
         validation_every: compute the validation loss every this many epochs.
         sample_weight_name: the sample-weight input, when the model's metadata does not say.
         shuffle: shuffle the samples at every epoch.
-        random_state: seed of the shuffling.
+        random_state: seed of the shuffling (an int >= 0, or None for a fresh seed).
         tol, n_iter_no_change: stop when the monitored loss (validation if given, else
             training) has not improved by ``tol`` for ``n_iter_no_change`` epochs in a row
             (scikit-learn's rule); ``tol=None`` never stops early.
         loss_reduction: ``'auto'`` reads the reduction from the metadata ``add_loss_output``
             writes (``'mean'`` when absent); ``'sum'`` or ``'mean'`` overrides it.
+        backend: ``'auto'``, ``'onnxruntime-training'`` or ``'onnxruntime'`` (see the module
+            docstring).
+        session_config: runtime session settings: ``graph_optimization_level``
+            (``'ORT_ENABLE_ALL'``...), ``execution_mode``, ``enable_mem_pattern``,
+            ``enable_cpu_mem_arena``, or any ``session.*`` configuration key of onnxruntime
+            (e.g. ``{'session.intra_op.allow_spinning': '0'}``).
 
     Attributes:
         train_losses_: one float per epoch, the mean per-sample loss over the epoch.
         validation_losses_: mean per-sample validation loss, one per validated epoch.
         n_iter_: epochs run; ``t_``: samples seen plus one (the schedule's clock).
         trained_: the names of the trained tensors.
+        backend_: the backend in use (``'onnxruntime-training'`` or ``'onnxruntime'``).
     """
 
     def __init__(
@@ -128,7 +154,11 @@ class OrtGradientOptimizer:
         tol: float | None = None,
         n_iter_no_change: int = 5,
         loss_reduction: str = "auto",
+        backend: str = "auto",
+        session_config: dict | None = None,
     ):
+        # The missing runtime is reported now, not at the first fit.
+        check_environment()
         self.model_onnx = model_onnx
         self.weights_to_train = weights_to_train
         self.loss_output_name = loss_output_name
@@ -152,17 +182,25 @@ class OrtGradientOptimizer:
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.loss_reduction = loss_reduction
-        self._session = None  # set up on first fit / load_checkpoint
+        self.backend = backend
+        self.session_config = session_config
+        self._session: _Session | None = None  # set up on first fit / load_checkpoint
         self._resume = False
+        self._pending: bytes | None = None  # a fitted state carried by pickle
+        self._partial = False
 
-    # -- set-up -----------------------------------------------------------------------------
+    # -- parameters -------------------------------------------------------------------------
     def _check_params(self) -> None:
         for name in ("max_iter", "batch_size", "n_threads", "validation_every", "n_iter_no_change"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise OnnxLossError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise OnnxLossError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.backend not in BACKENDS:
+            raise OnnxLossError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
+            raise OnnxLossError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
         if self.tol is not None:
             check_number("tol", self.tol)
         if self.max_grad_norm is not None:
@@ -171,6 +209,14 @@ class OrtGradientOptimizer:
             raise OnnxLossError(
                 f"loss_reduction must be 'auto', 'sum' or 'mean', got {self.loss_reduction!r}"
             )
+        if not isinstance(self.loss_output_name, str) or not self.loss_output_name:
+            raise OnnxLossError(
+                f"loss_output_name must be the name of the loss output, got {self.loss_output_name!r}"
+            )
+        _check_names(self.weights_to_train)
+        _seed_from(self.random_state, check_only=True)
+        _check_optimizer(self.optimizer, self.optimizer_params)
+        _check_session_config(self.session_config)
         self._schedule = make_schedule(self.learning_rate, self.eta0, self.power_t, self.alpha)
 
     # -- scikit-learn estimator habits -------------------------------------------------------
@@ -198,9 +244,32 @@ class OrtGradientOptimizer:
         shown = [
             f"{name}={value!r}"
             for name, value in self.get_params().items()
-            if name != "model_onnx" and value != defaults[name].default
+            if name != "model_onnx" and not _same(value, defaults[name].default)
         ]
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __getstate__(self) -> dict:
+        """Pickling: the parameters, and a fitted run as checkpoint bytes (the runtime
+        session is rebuilt from them on first use after unpickling)."""
+        state = {name: getattr(self, name) for name in self._param_names()}
+        if isinstance(self.model_onnx, onnx.ModelProto):
+            state["model_onnx"] = self.model_onnx.SerializeToString()
+            state["_model_is_proto"] = True
+        if self._session is not None:
+            state["_checkpoint"] = run_state.to_bytes(self._run_state())
+        elif self._pending is not None:
+            state["_checkpoint"] = self._pending
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        checkpoint = state.pop("_checkpoint", None)
+        if state.pop("_model_is_proto", False):
+            state["model_onnx"] = onnx.load_from_string(state["model_onnx"])
+        self.__dict__.update(state)
+        self._session = None
+        self._resume = self._partial = False
+        self._pending = checkpoint
 
     # -- set-up -----------------------------------------------------------------------------
     def _session_key(self) -> tuple:
@@ -211,19 +280,15 @@ class OrtGradientOptimizer:
         return (ident, *(repr(getattr(self, name)) for name in _SESSION_PARAMS))
 
     def _setup(self) -> bool:
-        """Build the artifacts unless the current ones fit the parameters; True if built."""
+        """Build the backend unless the current one fits the parameters; True if built."""
         self._check_params()
         key = self._session_key()
         if self._session is not None and self._session.key == key:
             return False
+        if self._session is not None:
+            self._session.backend.close()
         self._session = None
-        rt = load_runtime()
-        if self.device != "cpu" and "CUDAExecutionProvider" not in rt.ort.get_available_providers():
-            raise OnnxLossError(
-                f"device={self.device!r} needs onnxruntime-training's CUDA build "
-                "(pip install 'onnxloss[train-gpu]', CUDA 11.8 and cuDNN 8) and a GPU; the "
-                f"installed build offers {rt.ort.get_available_providers()}"
-            )
+        backend_name = resolve_backend(self.backend)
         model = load_model(self.model_onnx)
         layout = describe_layout(
             model, self.loss_output_name, self.sample_weight_name, self.loss_reduction
@@ -231,7 +296,7 @@ class OrtGradientOptimizer:
         trainables = self.weights_to_train
         if trainables is None:
             trainables = default_trainables(model)
-        trainables = list(trainables)
+        trainables = list(dict.fromkeys(trainables))
         if not trainables:
             raise OnnxLossError(
                 "there is nothing to train: the model has no float initializer of rank >= 1 "
@@ -240,46 +305,36 @@ class OrtGradientOptimizer:
         # The readiness check on the caller's model (so messages name its loss output),
         # before the runtime sees it: every problem at once, each with its fix.
         check_trainable(
-            model, trainables, loss_output=layout.loss_name, device=self.device.split(":")[0]
-        ).raise_for_errors()
-        prepared = runtime_compatible(model)
-        if layout.reduction == "sum":
-            prepared = per_sample_mean(prepared, layout)
-        artifacts = TrainingArtifacts(
-            prepared,
+            model,
             trainables,
-            self.optimizer,
-            self.optimizer_params,
-            self.max_grad_norm,
-            check=False,
+            loss_output=layout.loss_name,
+            device=self.device.split(":")[0],
+            **_backend_kwarg(backend_name),
+        ).raise_for_errors()
+        prepared = per_sample_mean(model, layout) if layout.per_sample_sum else model
+        config = RunConfig(
+            loss_model=prepared,
+            inference_model=model,
+            layout=layout,
+            trainables=tuple(trainables),
+            optimizer=self.optimizer,
+            optimizer_params=dict(self.optimizer_params or {}),
+            max_grad_norm=self.max_grad_norm,
+            device=self.device,
+            n_threads=int(self.n_threads),
+            session_config=dict(self.session_config or {}),
         )
-        self._session = _Session(rt, artifacts, model, layout, trainables, key)
+        backend = _make_backend(backend_name, config)
+        shapes = {n: _initializer_shape(model, n) for n in trainables}
+        self._session = _Session(
+            key, backend, model, layout, trainables, shapes, _label_ranges(model)
+        )
+        self.backend_ = backend.name
         return True
-
-    def _open(self, state) -> None:
-        """(Re)create module and optimizer on a loaded ``CheckpointState``."""
-        rt, art = self._session.rt, self._session.artifacts
-        options = rt.ort.SessionOptions()
-        options.intra_op_num_threads = int(self.n_threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            module = rt.api.Module(
-                str(art.training_model), state, str(art.eval_model), self.device, options
-            )
-        except Exception as exc:
-            raise OnnxLossError(
-                f"onnxruntime-training could not start on device {self.device!r}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-            ) from exc
-        optimizer = rt.api.Optimizer(str(art.optimizer_model), module)
-        self._session.bind(state, module, optimizer)
 
     def _reset_run(self) -> None:
         session = self._session
-        self._open(
-            session.rt.api.CheckpointState.load_checkpoint(str(session.artifacts.checkpoint))
-        )
+        session.backend.import_state(session.initial)
         self.train_losses_: list[float] = []
         self.validation_losses_: list[float] = []
         self.n_iter_ = 0
@@ -288,7 +343,33 @@ class OrtGradientOptimizer:
         self._seed = _seed_from(self.random_state)
         self._best = math.inf
         self._no_improvement = 0
-        self.trained_ = list(self._session.trainables)
+        self.trained_ = list(session.trainables)
+
+    def _begin(self, continue_run: bool) -> _Session:
+        """Set up the backend and decide whether this call continues the current run:
+        ``continue_run`` (warm start, ``partial_fit``) keeps the weights and counters; a
+        loaded checkpoint is continued once by the next call."""
+        rebuilt = self._setup()
+        restored = self._restore_pending()
+        if self._resume and not rebuilt:
+            self._resume = False
+        elif (rebuilt and not restored) or not (continue_run and getattr(self, "n_iter_", 0) > 0):
+            self._resume = False
+            self._reset_run()
+        elif not self._partial:
+            self.n_iter_ = 0  # warm start: a new run of max_iter epochs from these weights
+        return self._session
+
+    def _restore_pending(self) -> bool:
+        """Put back the fitted state an unpickled estimator carries; True if there was one."""
+        if self._pending is None:
+            return False
+        if self._session is None:
+            self._setup()
+        data, self._pending = self._pending, None
+        where = "the pickled estimator's state"
+        self._apply(run_state.from_bytes(data, self._session.shapes, where), where)
+        return True
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None, X_val=None, y_val=None, sample_weight_val=None):
@@ -307,112 +388,90 @@ class OrtGradientOptimizer:
             self. After ``load_checkpoint``, ``fit`` continues the saved run up to
             ``max_iter`` epochs in all.
         """
-        rebuilt = self._setup()
-        if self._resume and not rebuilt:
-            self._resume = False
-        elif rebuilt or not (self.warm_start and getattr(self, "n_iter_", 0) > 0):
-            self._resume = False
-            self._reset_run()
-        else:
-            self.n_iter_ = 0  # warm start: a new run of max_iter epochs from these weights
-        session = self._session
-        feeder = Feeder(session.layout, session.module.input_names())
-        train = self._epoch_source(feeder, X, y, sample_weight, shuffle=self.shuffle)
+        self._partial = False
+        session = self._begin(self.warm_start)
+        feeder = session.feeder()
+        train = self._epochs(feeder, X, y, sample_weight, shuffle=self.shuffle)
         val = None
         if X_val is not None:
-            val = self._epoch_source(feeder, X_val, y_val, sample_weight_val, shuffle=False)
-        epochs = range(self.n_iter_, self.max_iter)
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            epochs = tqdm(epochs, desc="fit", unit="epoch")
-        session.module.lazy_reset_grad()
-        session.module.train()
+            val = self._epochs(feeder, X_val, y_val, sample_weight_val, shuffle=False, what="_val")
+        progress = Progress(self.verbose, self.max_iter, self.n_iter_)
         try:
-            for epoch in epochs:
-                batches = train(self._epochs_run, epoch + 1 < self.max_iter)
-                loss = self._train_epoch(session, batches, epoch)
-                self.train_losses_.append(loss)
-                self.n_iter_ = epoch + 1
-                self._epochs_run += 1
+            for epoch in range(self.n_iter_, self.max_iter):
+                loss = self._train_epoch(session, train, epoch, progress)
                 monitored = loss
                 if val is not None and (epoch + 1) % self.validation_every == 0:
-                    monitored = self._evaluate(session, val(0, False))
+                    monitored = self._evaluate(session, val)
                     self.validation_losses_.append(monitored)
-                if self.verbose:
-                    epochs.set_postfix(loss=f"{loss:.6g}")
+                progress.epoch_done(loss)
                 if self._should_stop(monitored):
                     break
         finally:
-            session.module.train()  # a Ctrl-C inside validation must not leave eval mode on
-            for source in (train, val):
-                getattr(source, "close", lambda: None)()
-            if self.verbose:
-                epochs.close()
+            progress.close()
         return self
 
-    def _epoch_source(self, feeder: Feeder, X, y, w, *, shuffle: bool):
-        """A callable ``(epoch, prefetch_next) -> batches`` for one data set."""
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One pass over ``X`` (scikit-learn's habit), continuing the current run: the
+        weights, the optimizer state, the schedule's clock ``t_`` and the epoch count.
+
+        The first call starts a run (as ``fit`` would); ``max_iter`` and early stopping do not
+        apply. Returns self.
+        """
+        self._partial = True
+        try:
+            session = self._begin(True)
+            train = self._epochs(session.feeder(), X, y, sample_weight, shuffle=self.shuffle)
+            self._train_epoch(session, train, self.n_iter_, Progress(0, 1))
+        finally:
+            self._partial = False
+        return self
+
+    def _epochs(self, feeder: Feeder, X, y, w, *, shuffle: bool, what: str = ""):
+        """An object whose ``batches(epoch)`` gives one epoch of ``Batch``es."""
         if is_batch_iterable(X, y):
             if w is not None:
                 raise OnnxLossError("with an iterable of batches, put the weights in the batches")
-
-            def iterate(epoch: int, prefetch_next: bool):
-                empty = True
-                for item in X:
-                    empty = False
-                    yield feeder.from_tuple(item)
-                if empty:
-                    raise OnnxLossError(
-                        "the batch iterable yielded nothing; if it is a generator it was used up "
-                        "by an earlier epoch: pass a list or an object whose __iter__ restarts"
-                    )
-
-            return iterate
-        arrays = feeder.arrays(X, y, w, lazy=True)
+            return IterableEpochs(X, feeder)
+        arrays = feeder.arrays(X, y, w, lazy=True, what=what)
         if len(arrays[0]) == 0:
-            raise ShapeError("X has no samples")
+            raise ShapeError(f"X{what} has no samples")
         seed = self._seed if shuffle else None
-        return _Source(ArrayEpochs(arrays, feeder.order, int(self.batch_size), seed))
+        return ArrayEpochs(arrays, feeder, int(self.batch_size), seed)
 
-    def _train_epoch(self, session: _Session, batches: Iterable, epoch: int) -> float:
-        module, optimizer, schedule = session.module, session.optimizer, self._schedule
-        total, seen = 0.0, 0
-        current = None
-        for b, batch in enumerate(batches):
-            rows = len(batch[0])
-            lr = schedule.rate(self.t_)
-            if lr != current:  # the runtime keeps the rate: set it only when it changes
-                optimizer.set_learning_rate(lr)
-                current = lr
-            out = module(*batch)
-            loss = float(out[0] if isinstance(out, tuple) else out)
-            if not math.isfinite(loss):
-                raise ConvergenceError(
-                    f"the loss is {loss} at epoch {epoch + 1}, batch {b + 1} (learning rate "
-                    f"{lr:g}); the step was not applied. Lower the learning rate, clip "
-                    "gradients (max_grad_norm) or scale the data"
-                )
-            optimizer.step()
-            module.lazy_reset_grad()
-            total += loss * rows
-            seen += rows
-            self.t_ += rows
+    def _train_epoch(self, session: _Session, source, epoch: int, progress: Progress) -> float:
+        backend, schedule = session.backend, self._schedule
+        total, seen, t = 0.0, 0, self.t_
+        progress.start_epoch(source.n_batches)
+        try:
+            for b, batch in enumerate(source.batches(self._epochs_run)):
+                lr = schedule.rate(t)
+                loss = backend.train_step(batch, lr)
+                if not math.isfinite(loss):
+                    raise ConvergenceError(
+                        f"the loss is {loss} at epoch {epoch + 1}, batch {b + 1} (learning rate "
+                        f"{lr:g}); the step was not applied. The data is finite (checked before "
+                        "training), so lower the learning rate, clip gradients (max_grad_norm) "
+                        "or scale the data"
+                    )
+                total += loss * batch.rows
+                seen += batch.rows
+                t += batch.rows
+                progress.batch_done(total / seen)
+        finally:
+            self.t_ = t
         if seen == 0:
             raise OnnxLossError(f"epoch {epoch + 1} had no batches")
-        return total / seen
+        mean = total / seen
+        self.train_losses_.append(mean)
+        self.n_iter_ = epoch + 1
+        self._epochs_run += 1
+        return mean
 
-    def _evaluate(self, session: _Session, batches: Iterable) -> float:
-        module = session.module
-        module.eval()
+    def _evaluate(self, session: _Session, source) -> float:
         total, seen = 0.0, 0
-        for batch in batches:
-            out = module(*batch)
-            loss = float(out[0] if isinstance(out, tuple) else out)
-            rows = len(batch[0])
-            total += loss * rows
-            seen += rows
-        module.train()
+        for batch in source.batches(0):
+            total += session.backend.evaluate(batch) * batch.rows
+            seen += batch.rows
         return total / seen
 
     def _should_stop(self, loss: float) -> bool:
@@ -425,9 +484,28 @@ class OrtGradientOptimizer:
         self._best = min(self._best, loss)
         return self._no_improvement >= self.n_iter_no_change
 
+    # -- inference --------------------------------------------------------------------------
+    def predict(self, X):
+        """The model's outputs for ``X`` with the current weights, run by the runtime (no file
+        is written). One output (besides the loss): its array; several: a dict name → array.
+        """
+        session = self._require_fitted()
+        outputs = session.backend.predict(session.feeder().features(X))
+        names = session.backend._predictor.outputs
+        return outputs[0] if len(outputs) == 1 else dict(zip(names, outputs, strict=True))
+
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """Minus the mean per-sample loss on ``(X, y)`` (greater is better, as scikit-learn's
+        ``score`` wants): ``-(1/N) Σ_i w_i l_i`` with the model's penalties counted per
+        batch of ``batch_size`` as in training."""
+        session = self._require_fitted()
+        source = self._epochs(session.feeder(), X, y, sample_weight, shuffle=False)
+        return -self._evaluate(session, source)
+
     # -- state ------------------------------------------------------------------------------
     def _require_fitted(self) -> _Session:
-        if self._session is None or self._session.state is None:
+        self._restore_pending()
+        if self._session is None or getattr(self, "n_iter_", None) is None:
             raise OnnxLossError(
                 "this OrtGradientOptimizer is not fitted yet; call fit() or load_checkpoint()"
             )
@@ -435,27 +513,34 @@ class OrtGradientOptimizer:
 
     def get_state(self) -> dict[str, np.ndarray]:
         """The trained tensors: name → a copy of the current value."""
-        session = self._require_fitted()
-        params = session.state.parameters
-        return {name: params[name].data.copy() for name in session.trainables}
+        return self._require_fitted().backend.weights()
 
     def set_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Overwrite trained tensors with the given arrays (same shapes; cast to float32)."""
+        """Overwrite trained tensors with the given arrays (same shapes; cast to the
+        weights' type)."""
         session = self._require_fitted()
-        params = session.state.parameters
-        unknown = sorted(set(state) - set(session.trainables))
+        if not isinstance(state, Mapping):
+            raise OnnxLossError(f"set_state takes a dict name → array, got {type(state).__name__}")
+        unknown = sorted(set(state) - set(session.trainables), key=str)
         if unknown:
             raise OnnxLossError(
                 f"set_state: {unknown} are not trained tensors {session.trainables}"
             )
+        current = session.backend.weights()
+        values = {}
         for name, value in state.items():
-            current = params[name].data
-            array = np.ascontiguousarray(value, dtype=current.dtype)
-            if array.shape != current.shape:
+            try:
+                array = np.array(value, dtype=current[name].dtype, copy=True, order="C")
+            except (TypeError, ValueError) as exc:
+                raise OnnxLossError(f"set_state: '{name}' is not numeric: {exc}") from None
+            if array.shape != current[name].shape:
                 raise ShapeError(
-                    f"set_state: '{name}' has shape {current.shape}, got {array.shape}"
+                    f"set_state: '{name}' has shape {current[name].shape}, got {array.shape}"
                 )
-            params[name].data = array
+            if not np.isfinite(array).all():
+                raise OnnxLossError(f"set_state: '{name}' holds NaN or infinite values")
+            values[name] = array
+        session.backend.set_weights(values)
 
     def get_trained_onnx(self, model: onnx.ModelProto | str | os.PathLike | None = None):
         """An inference model with the trained weights.
@@ -481,99 +566,220 @@ class OrtGradientOptimizer:
         if missing:
             raise OnnxLossError(f"the inference model has no initializer(s) {missing}")
         for name, value in self.get_state().items():
+            if tuple(inits[name].dims) != value.shape:
+                raise ShapeError(
+                    f"the inference model's '{name}' has shape {list(inits[name].dims)}, the "
+                    f"trained one {list(value.shape)}"
+                )
             inits[name].CopyFrom(onnx.numpy_helper.from_array(value, name))
         return result
 
     # -- checkpoints ------------------------------------------------------------------------
-    def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Save weights, optimizer state, counters, losses and the shuffling RNG.
+    def _run_state(self) -> run_state.RunState:
+        state = self._session.backend.export_state()
+        state.trainer = {
+            "n_iter": self.n_iter_,
+            "t": self.t_,
+            "train_losses": list(self.train_losses_),
+            "validation_losses": list(self.validation_losses_),
+            "best": None if math.isinf(self._best) else self._best,
+            "no_improvement": self._no_improvement,
+            "seed": str(self._seed),
+            "epochs_run": self._epochs_run,
+            "trained": list(self.trained_),
+            "backend": self._session.backend.name,
+        }
+        return state
 
-        A checkpoint saved between epochs (after ``fit`` returns) resumes exactly: load it
-        into an estimator with the same parameters and call ``fit`` with the same data.
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Save weights, optimizer state, counters, losses and the shuffling seed.
+
+        A checkpoint saved between epochs (after ``fit`` returns) resumes exactly, on either
+        backend: load it into an estimator with the same parameters and call ``fit`` with
+        the same data. The file is onnxloss's ``.npz`` format (:mod:`onnxloss.train.state`).
         """
-        session = self._require_fitted()
-        rt = session.rt
-        session.state.properties[_CHECKPOINT_KEY] = json.dumps(
-            {
-                "format": 1,
-                "n_iter": self.n_iter_,
-                "t": self.t_,
-                "train_losses": self.train_losses_,
-                "validation_losses": self.validation_losses_,
-                "best": None if math.isinf(self._best) else self._best,
-                "no_improvement": self._no_improvement,
-                "seed": str(self._seed),
-                "epochs_run": self._epochs_run,
-                "trained": self.trained_,
-            }
-        )
+        self._require_fitted()
+        data = run_state.to_bytes(self._run_state())
         with atomic_output(path, "checkpoint file") as tmp:
-            rt.api.CheckpointState.save_checkpoint(session.state, tmp, include_optimizer_state=True)
+            Path(tmp).write_bytes(data)
 
     def load_checkpoint(self, path: str | os.PathLike) -> OrtGradientOptimizer:
-        """Restore a run saved by :meth:`save_checkpoint`; the next ``fit`` continues it."""
-        if not Path(path).is_file():
+        """Restore a run saved by :meth:`save_checkpoint` (by either backend, or by onnxloss
+        0.1 in onnxruntime-training's format); the next ``fit`` continues it."""
+        if not isinstance(path, str | os.PathLike) or not Path(path).is_file():
             raise OnnxLossError(f"checkpoint '{path}' does not exist")
         self._setup()
-        try:
-            state = self._session.rt.api.CheckpointState.load_checkpoint(str(path))
-        except Exception as exc:
-            raise OnnxLossError(f"cannot read checkpoint '{path}': {exc}") from exc
-        if _CHECKPOINT_KEY not in state.properties:
-            raise OnnxLossError(f"'{path}' is not a checkpoint saved by OrtGradientOptimizer")
-        saved = json.loads(state.properties[_CHECKPOINT_KEY])
-        if saved["trained"] != self._session.trainables:
-            raise OnnxLossError(
-                f"checkpoint '{path}' trains {saved['trained']}, this estimator "
-                f"{self._session.trainables}"
-            )
-        self._open(state)
-        self.n_iter_ = saved["n_iter"]
-        self.t_ = saved["t"]
-        self.train_losses_ = list(saved["train_losses"])
-        self.validation_losses_ = list(saved["validation_losses"])
-        self._best = math.inf if saved["best"] is None else saved["best"]
-        self._no_improvement = saved["no_improvement"]
-        self._seed = int(saved["seed"])
-        self._epochs_run = saved["epochs_run"]
-        self.trained_ = list(saved["trained"])
+        self._pending = None
+        state = run_state.read_file(path, self._session.shapes)
+        self._apply(state, f"checkpoint '{path}'")
         self._resume = True
         return self
 
+    def _apply(self, state: run_state.RunState, where: str) -> None:
+        session = self._session
+        state.check_against(session.shapes, self.optimizer, where)
+        saved = state.trainer
+        try:
+            counters = {
+                "n_iter": int(saved["n_iter"]),
+                "t": int(saved["t"]),
+                "train_losses": [float(v) for v in saved["train_losses"]],
+                "validation_losses": [float(v) for v in saved["validation_losses"]],
+                "best": math.inf if saved["best"] is None else float(saved["best"]),
+                "no_improvement": int(saved["no_improvement"]),
+                "seed": int(saved["seed"]),
+                "epochs_run": int(saved["epochs_run"]),
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OnnxLossError(f"{where}: its trainer counters are malformed ({exc})") from None
+        if counters["seed"] < 0 or counters["t"] < 1 or counters["n_iter"] < 0:
+            raise OnnxLossError(f"{where}: its trainer counters are out of range")
+        for name, value in state.weights.items():
+            state.weights[name] = value.astype(session.initial.weights[name].dtype, copy=False)
+        session.backend.import_state(state)
+        self.n_iter_ = counters["n_iter"]
+        self.t_ = counters["t"]
+        self.train_losses_ = counters["train_losses"]
+        self.validation_losses_ = counters["validation_losses"]
+        self._best = counters["best"]
+        self._no_improvement = counters["no_improvement"]
+        self._seed = counters["seed"]
+        self._epochs_run = counters["epochs_run"]
+        self.trained_ = list(session.trainables)
 
-def _seed_from(random_state: int | None) -> int:
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except (TypeError, ValueError):  # arrays and other values without a plain truth value
+        return False
+
+
+def _backend_kwarg(name: str) -> dict:
+    """The readiness check's backend argument, where the installed version has it."""
+    if "backend" in inspect.signature(check_trainable).parameters:
+        return {"backend": name}
+    return {}
+
+
+def _make_backend(name: str, config: RunConfig) -> Backend:
+    if name == TRAINING:
+        from .backend_training import TrainingBuildBackend
+
+        return TrainingBuildBackend(config)
+    from .backend_plain import PlainRuntimeBackend
+
+    return PlainRuntimeBackend(config)
+
+
+def _initializer_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...]:
+    for t in model.graph.initializer:
+        if t.name == name:
+            return tuple(int(d) for d in t.dims)
+    raise OnnxLossError(f"no initializer named '{name}'")
+
+
+def _label_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int, int | None]]:
+    """Class-label ranges the rewriter recorded (``labels``: target → [low, high, ignore])."""
+    meta = read_metadata(model) or {}
+    ranges = {}
+    labels = meta.get("labels")
+    if isinstance(labels, dict):
+        for target, spec in labels.items():
+            if (
+                isinstance(spec, list | tuple)
+                and len(spec) == 3
+                and all(isinstance(v, int) or v is None for v in spec)
+                and spec[0] is not None
+                and spec[1] is not None
+            ):
+                ranges[target] = (spec[0], spec[1], spec[2])
+    return ranges
+
+
+def _check_names(weights) -> None:
+    if weights is None:
+        return
+    if isinstance(weights, str):
+        raise OnnxLossError(
+            f"weights_to_train must be a list of tensor names, got the string {weights!r} "
+            f"(did you mean [{weights!r}]?)"
+        )
+    if not isinstance(weights, list | tuple) or not all(isinstance(w, str) and w for w in weights):
+        raise OnnxLossError(f"weights_to_train must be a list of tensor names, got {weights!r}")
+
+
+def _check_optimizer(optimizer, params) -> None:
+    if optimizer not in ("sgd", "adamw"):
+        raise OnnxLossError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+    if params is not None and not isinstance(params, Mapping):
+        raise OnnxLossError(f"optimizer_params must be a dict, got {type(params).__name__}")
+    params = dict(params or {})
+    if optimizer == "sgd":
+        if params:
+            raise OnnxLossError(
+                f"optimizer 'sgd' takes no optimizer_params (got {sorted(params)}): its update is "
+                "plain W -= lr·grad"
+            )
+        return
+    unknown = sorted(set(params) - set(_ADAMW_PARAMS), key=str)
+    if unknown:
+        raise OnnxLossError(
+            f"optimizer 'adamw' has no parameter(s) {unknown}; it takes {list(_ADAMW_PARAMS)}"
+        )
+    if "betas" in params:
+        betas = params["betas"]
+        if isinstance(betas, str) or not isinstance(betas, list | tuple) or len(betas) != 2:
+            raise CoefficientError(f"adamw betas must be two numbers in [0, 1), got {betas!r}")
+        for k, beta in enumerate(betas):
+            check_number(f"adamw betas[{k}]", beta, low=0.0, high=1.0, high_open=True)
+    if "eps" in params:
+        check_number("adamw eps", params["eps"], low=0.0, low_open=True)
+    if "weight_decay" in params:
+        check_number("adamw weight_decay", params["weight_decay"], low=0.0)
+
+
+def _check_session_config(config) -> None:
+    if config is None:
+        return
+    if not isinstance(config, Mapping):
+        raise OnnxLossError(f"session_config must be a dict, got {type(config).__name__}")
+    for key in config:
+        if not isinstance(key, str) or not (
+            key in _SESSION_CONFIG_KEYS or key.startswith("session.")
+        ):
+            raise OnnxLossError(
+                f"session_config key {key!r} is not one of {list(_SESSION_CONFIG_KEYS)} nor an "
+                "onnxruntime 'session.*' configuration key"
+            )
+
+
+def _seed_from(random_state, check_only: bool = False) -> int | None:
     """The run's shuffling seed: ``random_state``, or fresh entropy when it is None."""
     if random_state is None:
-        return int(np.random.SeedSequence().entropy)
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
-        raise OnnxLossError(f"random_state must be an int or None, got {random_state!r}")
+        return None if check_only else int(np.random.SeedSequence().entropy)
+    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral):
+        raise OnnxLossError(f"random_state must be an int >= 0 or None, got {random_state!r}")
+    if random_state < 0:
+        raise OnnxLossError(f"random_state must be >= 0 (a numpy seed), got {random_state}")
     return int(random_state)
 
 
-class _Source:
-    """Calls ``ArrayEpochs.batches``; ``close`` joins its prefetch thread."""
-
-    def __init__(self, epochs: ArrayEpochs):
-        self._epochs = epochs
-
-    def __call__(self, epoch: int, prefetch_next: bool):
-        return self._epochs.batches(epoch, prefetch_next)
-
-    def close(self) -> None:
-        self._epochs.close()
-
-
 class _Session:
-    """Runtime objects of one estimator: artifacts, state, module, optimizer."""
+    """One backend with what the estimator keeps beside it."""
 
-    def __init__(self, rt, artifacts: TrainingArtifacts, loss_model, layout, trainables, key):
+    def __init__(self, key, backend: Backend, loss_model, layout, trainables, shapes, labels):
         self.key = key
-        self.rt = rt
-        self.artifacts = artifacts
+        self.backend = backend
         self.loss_model = loss_model
         self.layout = layout
         self.trainables = trainables
-        self.state = self.module = self.optimizer = None
+        self.shapes = shapes
+        self.label_ranges = labels
+        # The run's starting point, so that a new run never rebuilds the runtime objects.
+        self.initial = backend.export_state()
 
-    def bind(self, state, module, optimizer) -> None:
-        self.state, self.module, self.optimizer = state, module, optimizer
+    def feeder(self) -> Feeder:
+        feeder = Feeder(self.layout, self.backend.input_names)
+        feeder.label_ranges = self.label_ranges
+        return feeder
