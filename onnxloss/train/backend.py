@@ -140,5 +140,5 @@ class Backend(abc.ABC):
     def runtime_module(self):
         """The ``onnxruntime`` module the backend runs on."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (most backends have nothing to release)
         """Release runtime objects and temporary files."""

@@ -211,7 +211,8 @@ class OrtGradientOptimizer:
             )
         if not isinstance(self.loss_output_name, str) or not self.loss_output_name:
             raise OnnxLossError(
-                f"loss_output_name must be the name of the loss output, got {self.loss_output_name!r}"
+                "loss_output_name must be the name of the loss output, got "
+                f"{self.loss_output_name!r}"
             )
         _check_names(self.weights_to_train)
         _seed_from(self.random_state, check_only=True)
