@@ -19,6 +19,35 @@ ORT_MAX_OPSET = 21
 
 requires_ort = pytest.mark.skipif(not HAS_ORT, reason="needs the [train] extra (onnxruntime)")
 
+
+def _train_backends() -> list[str]:
+    """The trainer backends this environment can run."""
+    if not HAS_ORT:
+        return []
+    from onnxloss.train._runtime import has_training_build
+
+    found = ["onnxruntime-training"] if has_training_build() else []
+    if importlib.util.find_spec("onnxloss.autodiff") is not None:
+        found.append("onnxruntime")
+    return found
+
+
+#: Backends of OrtGradientOptimizer available here ("onnxruntime-training" needs the
+#: training build; "onnxruntime" runs on any onnxruntime).
+TRAIN_BACKENDS = _train_backends()
+HAS_TRAINING_BUILD = "onnxruntime-training" in TRAIN_BACKENDS
+requires_training_build = pytest.mark.skipif(
+    not HAS_TRAINING_BUILD, reason="needs onnxruntime-training"
+)
+
+
+@pytest.fixture(params=TRAIN_BACKENDS)
+def backend(request, monkeypatch):
+    """Runs a test once per trainer backend: ``backend='auto'`` resolves to it."""
+    monkeypatch.setenv("ONNXLOSS_BACKEND", request.param)
+    return request.param
+
+
 #: The built-in terms only, whatever third-party plugins are installed.
 BUILTIN_LOSSES = registry.PluginRegistry(entry_points=False).registrations("loss")
 BUILTIN_REGULARIZERS = registry.PluginRegistry(entry_points=False).registrations("regularizer")

@@ -9,13 +9,16 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import HAS_ORT, run_model
+from conftest import HAS_ORT, TRAIN_BACKENDS, run_model
 
 import onnxloss
 from onnxloss import add_loss_output
 from onnxloss.examples import linear_regression, mlp
 
-pytestmark = pytest.mark.skipif(not HAS_ORT, reason="needs the [train] extra")
+pytestmark = [
+    pytest.mark.skipif(not TRAIN_BACKENDS, reason="needs the [train] extra"),
+    pytest.mark.usefixtures("backend"),  # every test runs on every backend available here
+]
 
 if HAS_ORT:
     from onnxloss.train import ConvergenceError, InvScaling, Optimal, OrtGradientOptimizer
@@ -290,14 +293,15 @@ def test_ctrl_c_leaves_a_usable_trainer():
     assert len(trainer.train_losses_) == 6
 
 
-def test_cuda_without_gpu_build_is_a_clear_error():
+def test_cuda_without_gpu_build_is_a_clear_error(backend):
     X, y = regression_data(n=10)
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("a CUDA build is installed")
     trainer = OrtGradientOptimizer(add_loss_output(linear_regression(3)), device="cuda")
-    with pytest.raises(onnxloss.OnnxLossError, match="CUDA build.*train-gpu"):
+    extra = "train-gpu" if backend == "onnxruntime-training" else "train-onnxruntime-gpu"
+    with pytest.raises(onnxloss.OnnxLossError, match=f"CUDA build.*{extra}"):
         trainer.fit(X, y)
     with pytest.raises(onnxloss.OnnxLossError, match="'cpu', 'cuda' or 'cuda:N'"):
         OrtGradientOptimizer(add_loss_output(linear_regression(3)), device="gpu").fit(X, y)
@@ -388,6 +392,11 @@ def test_adamw_with_parameters_and_clipping():
         OrtGradientOptimizer(model, optimizer_params={"eps": 1}).fit(X, y)
 
 
+@pytest.mark.parametrize(
+    "backend",
+    ["onnxruntime-training"] if "onnxruntime-training" in TRAIN_BACKENDS else [],
+    indirect=True,
+)
 def test_trainables_must_be_float32_initializers():
     """The readiness check runs before the runtime: every problem at once, with its fix."""
     X, y = regression_data(n=10)
@@ -424,6 +433,11 @@ def test_newer_ir_version_is_made_loadable():
     assert trainer.train_losses_[-1] < 0.01 * trainer.train_losses_[0]
 
 
+@pytest.mark.parametrize(
+    "backend",
+    ["onnxruntime-training"] if "onnxruntime-training" in TRAIN_BACKENDS else [],
+    indirect=True,
+)
 def test_opset_above_runtime_is_refused():
     model = add_loss_output(linear_regression(3, opset=22, ir_version=10))
     with pytest.raises(onnxloss.NotTrainableError, match=r"opset 22.*11 to 21.*ConvertOpset\(21\)"):
@@ -438,11 +452,18 @@ def test_sample_weight_checks():
         OrtGradientOptimizer(add_loss_output(linear_regression(3))).fit(X, y[:5])
 
 
-def test_verbose_shows_a_progress_bar(capsys):
+def test_verbose_shows_a_progress_bar(capsys, monkeypatch):
     X, y = regression_data(n=20)
-    OrtGradientOptimizer(add_loss_output(linear_regression(3)), max_iter=3, verbose=1).fit(X, y)
+    model = add_loss_output(linear_regression(3))
+    OrtGradientOptimizer(model, max_iter=3, verbose=1).fit(X, y)
+    assert capsys.readouterr().err == ""  # not a terminal: quiet unless asked
+    monkeypatch.setenv("ONNXLOSS_PROGRESS", "1")
+    OrtGradientOptimizer(model, max_iter=3, verbose=1).fit(X, y)
     err = capsys.readouterr().err
-    assert "fit" in err and "loss=" in err and "3/3" in err
+    assert "fit" in err and "loss=" in err and "3/3" in err and "batches" not in err
+    OrtGradientOptimizer(model, max_iter=2, batch_size=5, verbose=2).fit(X, y)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "batches" in err and "/4 [" in err  # 20 samples, batch 5
 
 
 def test_mlp_classifier_with_cross_entropy_on_logits():

@@ -104,12 +104,22 @@ def has_training_build() -> bool:
     )
 
 
+#: Environment variable naming the backend ``"auto"`` stands for (tests, whole programs).
+ENV_BACKEND = "ONNXLOSS_BACKEND"
+
+
 def resolve_backend(backend: str) -> str:
-    """``"auto"`` → the training build when it is installed, else the plain runtime."""
+    """``"auto"`` → ``$ONNXLOSS_BACKEND`` when set, else the training build when it is
+    installed, else the plain runtime."""
     if backend not in BACKENDS:
         raise OnnxLossError(f"backend must be one of {BACKENDS}, got {backend!r}")
     check_environment()
     if backend == "auto":
+        chosen = os.environ.get(ENV_BACKEND, "").strip()
+        if chosen:
+            if chosen not in BACKENDS[1:]:
+                raise OnnxLossError(f"{ENV_BACKEND}={chosen!r} is not one of {BACKENDS[1:]}")
+            return chosen
         return TRAINING if has_training_build() else PLAIN
     return backend
 

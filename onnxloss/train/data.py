@@ -79,7 +79,7 @@ class Feeder:
                 "sample_weight was given but the loss model has no sample-weight input; build it "
                 "with add_loss_output(..., weight_name='weight') or pass sample_weight_name"
             )
-        labels = self._labels()
+        labels = self._labels(what)
         arrays = [self._convert(named[info.name], info, labels[info], lazy) for info in self.order]
         lengths = {len(a) for a in arrays}
         if len(lengths) > 1:
@@ -102,7 +102,7 @@ class Feeder:
             )
         return arrays
 
-    def _labels(self) -> dict[TensorInfo, str]:
+    def _labels(self, suffix: str = "") -> dict[TensorInfo, str]:
         """How error messages call each input: ``X``, ``y``, ``sample_weight`` or a name."""
         names = {}
         for infos, what in (
@@ -111,7 +111,8 @@ class Feeder:
             (self.layout.weights, "sample_weight"),
         ):
             for info in infos:
-                names[info] = what if len(infos) == 1 else f"{what}['{info.name}']"
+                what_ = what + suffix
+                names[info] = what_ if len(infos) == 1 else f"{what_}['{info.name}']"
         return names
 
     def _bind(self, infos: list[TensorInfo], value, what: str) -> dict[str, object]:
@@ -151,11 +152,11 @@ class Feeder:
         array = np.ascontiguousarray(raw, dtype=info.dtype)
         return _fit_rank(array, info, what)
 
-    def check_batch(self, arrays: list[np.ndarray]) -> None:
-        """Value checks of a batch read lazily (memmap blocks)."""
-        labels = self._labels()
+    def check_batch(self, arrays: list[np.ndarray], first_row: int = 0, what: str = "") -> None:
+        """Value checks of a batch read lazily (memmap blocks starting at ``first_row``)."""
+        labels = self._labels(what)
         for array, info in zip(arrays, self.order, strict=True):
-            check_values(array, info, labels[info], self.label_ranges.get(info.name))
+            check_values(array, info, labels[info], self.label_ranges.get(info.name), first_row)
 
     def from_tuple(self, item) -> list[np.ndarray]:
         """A batch given by the user as ``(X, y)`` or ``(X, y, w)``."""
@@ -204,7 +205,11 @@ def _check_kind(array: np.ndarray, info: TensorInfo, what: str) -> None:
 
 
 def check_values(
-    array: np.ndarray, info: TensorInfo, what: str, label_range: tuple | None = None
+    array: np.ndarray,
+    info: TensorInfo,
+    what: str,
+    label_range: tuple | None = None,
+    first_row: int = 0,
 ) -> None:
     """NaN and infinities in float data, fractions in class labels, labels out of range."""
     if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
@@ -212,9 +217,10 @@ def check_values(
         bad = ~np.isfinite(rows).all(axis=1)
         row = int(np.flatnonzero(bad)[0])
         value = rows[row][~np.isfinite(rows[row])][0]
+        count = "" if first_row else f" ({int(bad.sum())} row(s) in all)"
         raise OnnxLossError(
-            f"{what} holds {value} at row {row} ({int(bad.sum())} row(s) in all); remove or "
-            "impute non-finite values before training"
+            f"{what} holds {value} at row {first_row + row}{count}; remove or impute "
+            "non-finite values before training"
         )
     if info.dtype.kind in "iu" and array.dtype.kind == "f" and array.size:
         if not np.array_equal(array, np.round(array)):
@@ -252,10 +258,14 @@ class ArrayEpochs:
         feeder: for the per-batch conversion and checks of memmaps.
         batch_size: samples per batch; the last batch of an epoch may be smaller.
         seed: shuffling seed, or None to keep the arrays' order.
+        what: suffix of the arrays' names in messages (``"_val"``).
     """
 
-    def __init__(self, arrays: list, feeder: Feeder, batch_size: int, seed: int | None):
+    def __init__(
+        self, arrays: list, feeder: Feeder, batch_size: int, seed: int | None, what: str = ""
+    ):
         self.arrays = arrays
+        self.what = what
         self.feeder = feeder
         self.batch_size = batch_size
         self.seed = seed
@@ -289,7 +299,7 @@ class ArrayEpochs:
                 views = [buf[:rows] for buf in buffers]
                 for a, view in zip(self.arrays, views, strict=True):
                     view[...] = np.asarray(a[s : s + rows]).reshape(view.shape)
-                self.feeder.check_batch(views)
+                self.feeder.check_batch(views, int(s), self.what)
                 yield Batch(views, rows, (self._token, rows))
         elif self.seed is None:
             for s in range(0, n, b):

@@ -250,27 +250,24 @@ class OrtGradientOptimizer:
         return f"{type(self).__name__}({', '.join(shown)})"
 
     def __getstate__(self) -> dict:
-        """Pickling: the parameters, and a fitted run as checkpoint bytes (the runtime
-        session is rebuilt from them on first use after unpickling)."""
-        state = {name: getattr(self, name) for name in self._param_names()}
+        """Pickling: the parameters and fitted attributes, and a fitted run's weights and
+        optimizer state as checkpoint bytes (the runtime session is rebuilt from them on
+        first use after unpickling)."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_session", "_schedule")}
         if isinstance(self.model_onnx, onnx.ModelProto):
             state["model_onnx"] = self.model_onnx.SerializeToString()
             state["_model_is_proto"] = True
-        if self._session is not None:
-            state["_checkpoint"] = run_state.to_bytes(self._run_state())
-        elif self._pending is not None:
-            state["_checkpoint"] = self._pending
+        if self._session is not None and getattr(self, "n_iter_", None) is not None:
+            state["_pending"] = run_state.to_bytes(self._run_state())
         return state
 
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
-        checkpoint = state.pop("_checkpoint", None)
         if state.pop("_model_is_proto", False):
             state["model_onnx"] = onnx.load_from_string(state["model_onnx"])
         self.__dict__.update(state)
         self._session = None
         self._resume = self._partial = False
-        self._pending = checkpoint
 
     # -- set-up -----------------------------------------------------------------------------
     def _session_key(self) -> tuple:
@@ -437,7 +434,7 @@ class OrtGradientOptimizer:
         if len(arrays[0]) == 0:
             raise ShapeError(f"X{what} has no samples")
         seed = self._seed if shuffle else None
-        return ArrayEpochs(arrays, feeder, int(self.batch_size), seed)
+        return ArrayEpochs(arrays, feeder, int(self.batch_size), seed, what)
 
     def _train_epoch(self, session: _Session, source, epoch: int, progress: Progress) -> float:
         backend, schedule = session.backend, self._schedule
