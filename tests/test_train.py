@@ -15,6 +15,11 @@ import onnxloss
 from onnxloss import add_loss_output
 from onnxloss.examples import linear_regression, mlp
 
+#: For tests of what only the training build refuses (float64 weights, opsets above 21).
+training_build_only = pytest.mark.parametrize(
+    "backend", [b for b in TRAIN_BACKENDS if b == "onnxruntime-training"], indirect=True
+)
+
 pytestmark = [
     pytest.mark.skipif(not TRAIN_BACKENDS, reason="needs the [train] extra"),
     pytest.mark.usefixtures("backend"),  # every test runs on every backend available here
