@@ -1,12 +1,18 @@
 """Feeding data to a backend: user arrays → checked, typed batches in the model's input order.
 
-In-memory arrays are checked once per ``fit`` (element type, rank, fixed dimensions, NaN
-and infinities, class labels that are whole numbers) and converted to the model's element
-types only when they differ (then that converted copy is the one extra copy of the data).
+Arrays are checked against the model's declared inputs (element type, rank, fixed
+dimensions) at every call, and their values (NaN and infinities, class labels that are
+whole numbers and within the model's classes) before the first step; an array object that
+was already checked and is passed again (the same object, same memory) is not scanned
+again, and a non-finite loss always makes the trainer look at the batch that produced it,
+so a bad value is named (array and row) rather than reported as divergence. Arrays are
+never converted as a whole: a batch is converted to the model's element type when it is
+copied into the batch buffers.
 
 Batches:
 
-* without shuffling, a batch is a slice of the arrays: no copy at all;
+* without shuffling, a batch is a slice of the arrays when they already have the model's
+  element type and are C-contiguous: no copy at all (else it is converted into the buffers);
 * with shuffling, epoch ``e`` visits the samples in the order
   ``default_rng([seed, e]).permutation(N)``; each batch's rows are gathered into one set of
   preallocated ``[batch_size, ...]`` buffers (``np.take(..., out=)``), so the extra memory
@@ -22,6 +28,7 @@ Batches:
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -47,6 +54,40 @@ class Batch:
     arrays: list[np.ndarray]
     rows: int
     key: tuple | None = None
+    origin: int | np.ndarray | None = None  # first row, or the rows, in the user's arrays
+
+    def row(self, k: int) -> int | None:
+        """Where row ``k`` of the batch comes from in the user's arrays (None: unknown)."""
+        if self.origin is None:
+            return None
+        if isinstance(self.origin, np.ndarray):
+            return int(self.origin[k])
+        return self.origin + k
+
+
+class CheckedArrays:
+    """The array objects whose values were checked, held by weak reference: passing the
+    same array again (same object, memory, shape and type) skips the scan."""
+
+    def __init__(self):
+        self._seen: list[tuple] = []
+
+    @staticmethod
+    def _signature(array: np.ndarray) -> tuple:
+        return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
+
+    def seen(self, array: np.ndarray) -> bool:
+        signature = self._signature(array)
+        self._seen = [(ref, sig) for ref, sig in self._seen if ref() is not None]
+        return any(ref() is array and sig == signature for ref, sig in self._seen)
+
+    def add(self, array: np.ndarray) -> None:
+        try:
+            ref = weakref.ref(array)
+        except TypeError:  # an array type without weak references: always scanned
+            return
+        self._seen.append((ref, self._signature(array)))
+        del self._seen[:-16]
 
 
 class Feeder:
@@ -60,10 +101,12 @@ class Feeder:
         self.layout = layout
         self.order = [by_name[n] for n in input_order]
         self.label_ranges: dict[str, tuple[int, int, int | None]] = {}
+        self.checked = CheckedArrays()
 
     # -- whole arrays -----------------------------------------------------------------------
     def arrays(self, X, y, sample_weight, *, lazy: bool = False, what: str = "") -> list:
-        """One checked array per input; ``lazy`` keeps memmaps unread (checked per batch)."""
+        """One checked array per input. ``lazy``: as given, converted per batch (memmaps
+        are checked per batch too); else converted to the inputs' element types."""
         named = {}
         named.update(self._bind(self.layout.features, X, f"X{what}"))
         named.update(self._bind(self.layout.targets, y, f"y{what}"))
@@ -139,24 +182,26 @@ class Feeder:
         return {infos[0].name: value}
 
     def _convert(self, value, info: TensorInfo, what: str, lazy: bool) -> np.ndarray:
-        if lazy and isinstance(value, np.memmap):
+        if isinstance(value, np.memmap):
             array = value
-            _check_kind(array, info, what)
-            return _fit_rank(array, info, what)
-        try:
-            raw = np.asarray(value)
-        except (ValueError, TypeError) as exc:
-            raise DtypeError(f"{what} cannot be read as an array: {exc}") from None
-        _check_kind(raw, info, what)
-        check_values(raw, info, what, self.label_ranges.get(info.name))
-        array = np.ascontiguousarray(raw, dtype=info.dtype)
+        else:
+            try:
+                array = np.asarray(value)
+            except (ValueError, TypeError) as exc:
+                raise DtypeError(f"{what} cannot be read as an array: {exc}") from None
+        _check_kind(array, info, what)
+        if not isinstance(array, np.memmap) and not self.checked.seen(array):
+            check_values(array, info, what, self.label_ranges.get(info.name))
+            self.checked.add(array)
+        if not lazy:
+            array = np.ascontiguousarray(array, dtype=info.dtype)
         return _fit_rank(array, info, what)
 
-    def check_batch(self, arrays: list[np.ndarray], first_row: int = 0, what: str = "") -> None:
-        """Value checks of a batch read lazily (memmap blocks starting at ``first_row``)."""
+    def check_batch(self, batch: Batch, what: str = "") -> None:
+        """Value checks of one batch; rows are named as in the user's arrays."""
         labels = self._labels(what)
-        for array, info in zip(arrays, self.order, strict=True):
-            check_values(array, info, labels[info], self.label_ranges.get(info.name), first_row)
+        for array, info in zip(batch.arrays, self.order, strict=True):
+            check_values(array, info, labels[info], self.label_ranges.get(info.name), batch)
 
     def from_tuple(self, item) -> list[np.ndarray]:
         """A batch given by the user as ``(X, y)`` or ``(X, y, w)``."""
@@ -209,7 +254,7 @@ def check_values(
     info: TensorInfo,
     what: str,
     label_range: tuple | None = None,
-    first_row: int = 0,
+    batch: Batch | None = None,
 ) -> None:
     """NaN and infinities in float data, fractions in class labels, labels out of range."""
     if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
@@ -217,10 +262,13 @@ def check_values(
         bad = ~np.isfinite(rows).all(axis=1)
         row = int(np.flatnonzero(bad)[0])
         value = rows[row][~np.isfinite(rows[row])][0]
-        count = "" if first_row else f" ({int(bad.sum())} row(s) in all)"
+        if batch is None:
+            where = f"at row {row} ({int(bad.sum())} row(s) in all)"
+        else:
+            origin = batch.row(row)
+            where = f"at row {origin}" if origin is not None else f"in a batch (its row {row})"
         raise OnnxLossError(
-            f"{what} holds {value} at row {first_row + row}{count}; remove or impute "
-            "non-finite values before training"
+            f"{what} holds {value} {where}; remove or impute non-finite values before training"
         )
     if info.dtype.kind in "iu" and array.dtype.kind == "f" and array.size:
         if not np.array_equal(array, np.round(array)):
@@ -271,6 +319,11 @@ class ArrayEpochs:
         self.seed = seed
         self.n = len(arrays[0])
         self.mapped = any(isinstance(a, np.memmap) for a in arrays)
+        # Slices can go to the runtime as they are: the model's type, C order.
+        self.direct = all(
+            a.dtype == info.dtype and a.flags.c_contiguous
+            for a, info in zip(arrays, feeder.order, strict=True)
+        )
         self._buffers: list[np.ndarray] | None = None
         self._token = next(_BUFFER_SETS)  # part of Batch.key: one per set of buffers
 
@@ -299,22 +352,35 @@ class ArrayEpochs:
                 views = [buf[:rows] for buf in buffers]
                 for a, view in zip(self.arrays, views, strict=True):
                     view[...] = np.asarray(a[s : s + rows]).reshape(view.shape)
-                self.feeder.check_batch(views, int(s), self.what)
-                yield Batch(views, rows, (self._token, rows))
-        elif self.seed is None:
+                batch = Batch(views, rows, (self._token, rows), int(s))
+                self.feeder.check_batch(batch, self.what)
+                yield batch
+        elif self.seed is None and self.direct:
             for s in range(0, n, b):
                 views = [a[s : s + b] for a in self.arrays]
-                yield Batch(views, len(views[0]))
+                yield Batch(views, len(views[0]), None, s)
+        elif self.seed is None:
+            buffers = self._buffer_set()
+            for s in range(0, n, b):
+                rows = min(b, n - s)
+                views = [buf[:rows] for buf in buffers]
+                for a, view in zip(self.arrays, views, strict=True):
+                    view[...] = a[s : s + rows]
+                yield Batch(views, rows, (self._token, rows), s)
         else:
             perm = epoch_rng(self.seed, epoch).permutation(n)
             buffers = self._buffer_set()
+            same = [a.dtype == buf.dtype for a, buf in zip(self.arrays, buffers, strict=True)]
             for s in range(0, n, b):
                 index = perm[s : s + b]
                 rows = len(index)
                 views = [buf[:rows] for buf in buffers]
-                for a, view in zip(self.arrays, views, strict=True):
-                    np.take(a, index, axis=0, out=view)
-                yield Batch(views, rows, (self._token, rows))
+                for a, view, take in zip(self.arrays, views, same, strict=True):
+                    if take:
+                        np.take(a, index, axis=0, out=view)
+                    else:  # converted while copied: the data is never converted as a whole
+                        view[...] = a[index]
+                yield Batch(views, rows, (self._token, rows), index)
 
 
 class IterableEpochs:
@@ -325,13 +391,17 @@ class IterableEpochs:
         self.feeder = feeder
 
     n_batches = None
+    what = ""
 
     def batches(self, epoch: int) -> Iterator[Batch]:
         empty = True
-        for item in self.source:
+        for k, item in enumerate(self.source):
             empty = False
-            arrays = self.feeder.from_tuple(item)
-            yield Batch(arrays, len(arrays[0]))
+            try:
+                arrays = self.feeder.from_tuple(item)
+            except OnnxLossError as exc:
+                raise type(exc)(f"batch {k + 1} of the iterable: {exc}") from None
+            yield Batch(arrays, len(arrays[0]), None, None)
         if empty:
             raise OnnxLossError(
                 "the batch iterable yielded nothing; if it is a generator it was used up by an "

@@ -45,7 +45,7 @@ from . import state as run_state
 from ._runtime import BACKENDS, TRAINING, check_environment, resolve_backend
 from .artifacts import per_sample_mean
 from .backend import Backend, RunConfig
-from .data import ArrayEpochs, Feeder, IterableEpochs, is_batch_iterable
+from .data import ArrayEpochs, CheckedArrays, Feeder, IterableEpochs, is_batch_iterable
 from .layout import describe_layout
 from .progress import Progress
 from .schedules import LearningRateSchedule, make_schedule
@@ -445,11 +445,12 @@ class OrtGradientOptimizer:
                 lr = schedule.rate(t)
                 loss = backend.train_step(batch, lr)
                 if not math.isfinite(loss):
+                    source.feeder.check_batch(batch, source.what)  # bad data is named as such
                     raise ConvergenceError(
                         f"the loss is {loss} at epoch {epoch + 1}, batch {b + 1} (learning rate "
-                        f"{lr:g}); the step was not applied. The data is finite (checked before "
-                        "training), so lower the learning rate, clip gradients (max_grad_norm) "
-                        "or scale the data"
+                        f"{lr:g}); the step was not applied. The batch's data is finite, so "
+                        "lower the learning rate, clip gradients (max_grad_norm) or scale the "
+                        "data"
                     )
                 total += loss * batch.rows
                 seen += batch.rows
@@ -776,8 +777,10 @@ class _Session:
         self.label_ranges = labels
         # The run's starting point, so that a new run never rebuilds the runtime objects.
         self.initial = backend.export_state()
+        self.checked = CheckedArrays()
 
     def feeder(self) -> Feeder:
         feeder = Feeder(self.layout, self.backend.input_names)
         feeder.label_ranges = self.label_ranges
+        feeder.checked = self.checked  # arrays checked by earlier calls of this run
         return feeder
