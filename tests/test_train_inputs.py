@@ -127,7 +127,7 @@ def test_a_value_spoiled_after_the_check_is_still_named_at_its_step():
     """The same array object is scanned once per run; a NaN written into it later makes the
     loss non-finite, and the trainer then names the array and row, not divergence."""
     data = X.copy()
-    trainer = linear(warm_start=True, max_iter=1, random_state=0)
+    trainer = linear(warm_start=True, random_state=0)
     trainer.fit(data, Y)
     data[11, 0] = np.nan  # in place: same object, same memory
     with pytest.raises(onnxloss.OnnxLossError, match="X holds nan at row 11") as info:
