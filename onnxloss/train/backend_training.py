@@ -156,6 +156,9 @@ class TrainingBuildBackend(Backend):
         params = self.state.parameters
         return {name: params[name].data.copy() for name in self.trainables}
 
+    def _dtype(self, name: str) -> np.dtype:
+        return self.state.parameters[name].data.dtype
+
     def set_weights(self, values: dict[str, np.ndarray]) -> None:
         params = self.state.parameters
         for name, value in values.items():
@@ -178,6 +181,12 @@ class TrainingBuildBackend(Backend):
         return RunState(self.config.optimizer, int(ckpt.step or 0), weights, moments)
 
     def import_state(self, state: RunState) -> None:
+        if self.config.optimizer == "sgd":  # nothing but the weights: no new session
+            self.set_weights(
+                {n: np.asarray(state.weights[n], self._dtype(n)) for n in self.trainables}
+            )
+            self._native.lazy_reset_grad()
+            return
         # The runtime takes moments only from a checkpoint file: write one in its format,
         # starting from the artifacts' own initial checkpoint (same parameters and order).
         ckpt = ort_checkpoint.read(self.artifacts.checkpoint)
