@@ -26,7 +26,7 @@ from ._runtime import PLAIN, load_plain_runtime
 from .backend import Backend, RunConfig, session_options
 from .data import Batch
 from .inference import inference_model
-from .state import ADAMW_MOMENTS, RunState
+from .state import RunState
 
 #: IOBindings kept per weight set (a data set gives two batch shapes: full and ragged).
 _CACHED_BINDINGS = 8
@@ -98,17 +98,17 @@ class PlainRuntimeBackend(Backend):
 
     def _step_outputs(self) -> list[str]:
         spec = self.spec
-        names = [spec.loss]
-        names += [w.output for w in spec.weights]
+        names = [spec.loss_output]
+        names += [w.output for w in spec.trained]
         names += [s.output for s in spec.state]
         return names
 
     def _entries(self):
         """``(key, input name, output name, shape source)`` for every tensor carried over."""
-        for w in self.spec.weights:
+        for w in self.spec.trained:
             yield ("weight", w.name), w.input, w.output, w.name
         for s in self.spec.state:
-            yield (s.slot, s.weight), s.input, s.output, s.weight
+            yield (s.role, s.weight), s.input, s.output, s.weight
 
     def _allocate(self) -> dict:
         """One set of runtime values for the weights and the state (zeros)."""
@@ -153,7 +153,7 @@ class PlainRuntimeBackend(Backend):
         self._lr_value = self._capi.OrtValue.ortvalue_from_numpy(self._lr, self._cpu)
         self._step_value = self._capi.OrtValue.ortvalue_from_numpy(self._step, self._cpu)
         self._loss_value = self._capi.OrtValue.ortvalue_from_numpy(self._loss, self._cpu)
-        self._scalar_names = (spec.learning_rate, spec.step, spec.loss)
+        self._scalar_names = (spec.learning_rate_input, spec.step_input, spec.loss_output)
 
     def _data_values(self, batch: Batch) -> list:
         return [self._capi.OrtValue.ortvalue_from_numpy(a, self._cpu) for a in batch.arrays]
@@ -202,9 +202,8 @@ class PlainRuntimeBackend(Backend):
 
     def evaluate(self, batch: Batch) -> float:
         if self._eval is None:
-            model = inference_model(
-                self.config.loss_model, [self.spec.loss_model_output], list(self.trainables)
-            )
+            loss = self.config.loss_model.graph.output[0].name
+            model = inference_model(self.config.loss_model, [loss], list(self.trainables))
             self._eval = self._session(model)
         feeds = dict(zip(self.input_names, batch.arrays, strict=True))
         needed = {i.name for i in self._eval.get_inputs()}
@@ -248,25 +247,17 @@ class PlainRuntimeBackend(Backend):
     def export_state(self) -> RunState:
         moments = {}
         for s in self.spec.state:
-            moments.setdefault(s.weight, {})[_moment_name(s.slot)] = self._read(
-                self._current, (s.slot, s.weight)
-            )
+            moments.setdefault(s.weight, {})[s.role] = self._read(self._current, (s.role, s.weight))
         return RunState(self.config.optimizer, self.steps, self.weights(), moments)
 
     def import_state(self, state: RunState) -> None:
         self.set_weights(state.weights)
         for s in self.spec.state:
-            value = state.moments.get(s.weight, {}).get(_moment_name(s.slot))
+            value = state.moments.get(s.weight, {}).get(s.role)
             if value is None:
                 value = np.zeros(state.weights[s.weight].shape, self._dtype_of(s.weight))
-            self._write(self._current, (s.slot, s.weight), value)
+            self._write(self._current, (s.role, s.weight), value)
         self.steps = int(state.step)
-
-
-def _moment_name(slot: str) -> str:
-    """onnxloss's checkpoint name of an AdamW state slot (first moment, second moment)."""
-    aliases = {"m": ADAMW_MOMENTS[0], "v": ADAMW_MOMENTS[1]}
-    return aliases.get(slot, slot)
 
 
 def _initializer_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...]:

@@ -46,6 +46,7 @@ from ._runtime import BACKENDS, TRAINING, check_environment, resolve_backend
 from .artifacts import per_sample_mean
 from .backend import Backend, RunConfig
 from .data import ArrayEpochs, CheckedArrays, Feeder, IterableEpochs, is_batch_iterable
+from .distributed import DEFAULT_TIMEOUT, Collective
 from .layout import describe_layout
 from .progress import Progress
 from .schedules import LearningRateSchedule, make_schedule
@@ -119,6 +120,12 @@ class OrtGradientOptimizer:
             (``'ORT_ENABLE_ALL'``...), ``execution_mode``, ``enable_mem_pattern``,
             ``enable_cpu_mem_arena``, or any ``session.*`` configuration key of onnxruntime
             (e.g. ``{'session.intra_op.allow_spinning': '0'}``).
+        communicator: an mpi4py communicator (e.g. ``MPI.COMM_WORLD``) for data-parallel
+            training: each rank passes its shard of the data (see
+            :func:`onnxloss.train.shard`); ``batch_size`` is per rank; see
+            :mod:`onnxloss.train.distributed`.
+        communicator_timeout: seconds a rank waits for the others before raising
+            :class:`~onnxloss.train.distributed.DistributedError` (a rank died or hangs).
 
     Attributes:
         train_losses_: one float per epoch, the mean per-sample loss over the epoch.
@@ -156,6 +163,8 @@ class OrtGradientOptimizer:
         loss_reduction: str = "auto",
         backend: str = "auto",
         session_config: dict | None = None,
+        communicator=None,
+        communicator_timeout: float = DEFAULT_TIMEOUT,
     ):
         # The missing runtime is reported now, not at the first fit.
         check_environment()
@@ -184,6 +193,8 @@ class OrtGradientOptimizer:
         self.loss_reduction = loss_reduction
         self.backend = backend
         self.session_config = session_config
+        self.communicator = communicator
+        self.communicator_timeout = communicator_timeout
         self._session: _Session | None = None  # set up on first fit / load_checkpoint
         self._resume = False
         self._pending: bytes | None = None  # a fitted state carried by pickle
@@ -218,6 +229,12 @@ class OrtGradientOptimizer:
         _seed_from(self.random_state, check_only=True)
         _check_optimizer(self.optimizer, self.optimizer_params)
         _check_session_config(self.session_config)
+        check_number("communicator_timeout", self.communicator_timeout, low=0.0, low_open=True)
+        self._collective = (
+            None
+            if self.communicator is None
+            else Collective(self.communicator, self.communicator_timeout)
+        )
         self._schedule = make_schedule(self.learning_rate, self.eta0, self.power_t, self.alpha)
 
     # -- scikit-learn estimator habits -------------------------------------------------------
@@ -253,7 +270,9 @@ class OrtGradientOptimizer:
         """Pickling: the parameters and fitted attributes, and a fitted run's weights and
         optimizer state as checkpoint bytes (the runtime session is rebuilt from them on
         first use after unpickling)."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_session", "_schedule")}
+        skip = ("_session", "_schedule", "_collective")
+        state = {k: v for k, v in self.__dict__.items() if k not in skip}
+        state["communicator"] = None  # a live MPI communicator does not travel
         if isinstance(self.model_onnx, onnx.ModelProto):
             state["model_onnx"] = self.model_onnx.SerializeToString()
             state["_model_is_proto"] = True
@@ -342,6 +361,10 @@ class OrtGradientOptimizer:
         self._best = math.inf
         self._no_improvement = 0
         self.trained_ = list(session.trainables)
+        if self._collective is not None:  # every rank starts from rank 0's weights and seed
+            start = self._collective.broadcast((self._seed, session.backend.weights()), "start")
+            self._seed, weights = start
+            session.backend.set_weights(weights)
 
     def _begin(self, continue_run: bool) -> _Session:
         """Set up the backend and decide whether this call continues the current run:
@@ -437,6 +460,8 @@ class OrtGradientOptimizer:
         return ArrayEpochs(arrays, feeder, int(self.batch_size), seed, what)
 
     def _train_epoch(self, session: _Session, source, epoch: int, progress: Progress) -> float:
+        if self._collective is not None:
+            return self._train_epoch_distributed(session, source, epoch, progress)
         backend, schedule = session.backend, self._schedule
         total, seen, t = 0.0, 0, self.t_
         progress.start_epoch(source.n_batches)
@@ -466,11 +491,66 @@ class OrtGradientOptimizer:
         self._epochs_run += 1
         return mean
 
+    def _train_epoch_distributed(self, session, source, epoch: int, progress) -> float:
+        """One epoch where every step's gradient is averaged over the ranks (see
+        :mod:`onnxloss.train.distributed`)."""
+        backend, schedule, coll = session.backend, self._schedule, self._collective
+        sizes = [g.size for g in backend.gradient_buffers()]
+        count = sum(sizes)
+        send = coll.step_buffer(count + 2)
+        batches = iter(source.batches(self._epochs_run))
+        total, seen, t, step = 0.0, 0, self.t_, 0
+        progress.start_epoch(source.n_batches)
+        try:
+            while True:
+                step += 1
+                batch = next(batches, None)
+                if batch is None:
+                    send[:] = 0.0  # this rank's shard is used up: it adds nothing
+                else:
+                    loss = backend.compute_gradients(batch)
+                    offset = 0
+                    for g in backend.gradient_buffers():
+                        np.multiply(g.reshape(-1), batch.rows, out=send[offset : offset + g.size])
+                        offset += g.size
+                    send[count], send[count + 1] = batch.rows, loss * batch.rows
+                got = coll.allreduce_sum(send, f"epoch {epoch + 1}, step {step}")
+                rows = int(round(got[count]))
+                if rows == 0:
+                    break
+                loss = got[count + 1] / rows
+                lr = schedule.rate(t)
+                if not math.isfinite(loss):
+                    if batch is not None:
+                        source.feeder.check_batch(batch, source.what)
+                    raise ConvergenceError(
+                        f"the loss is {loss} at epoch {epoch + 1}, step {step} (learning rate "
+                        f"{lr:g}, all ranks); the step was not applied"
+                    )
+                offset = 0
+                for g in backend.gradient_buffers():
+                    g[...] = (got[offset : offset + g.size] / rows).reshape(g.shape)
+                    offset += g.size
+                backend.apply_gradients(lr)
+                total += got[count + 1]
+                seen += rows
+                t += rows
+                progress.batch_done(total / seen)
+        finally:
+            self.t_ = t
+        mean = total / seen
+        self.train_losses_.append(mean)
+        self.n_iter_ = epoch + 1
+        self._epochs_run += 1
+        return mean
+
     def _evaluate(self, session: _Session, source) -> float:
         total, seen = 0.0, 0
         for batch in source.batches(0):
             total += session.backend.evaluate(batch) * batch.rows
             seen += batch.rows
+        if self._collective is not None:  # the mean over every rank's validation shard
+            total, seen = self._collective.allreduce_sum(np.array([total, seen], float), "eval")
         return total / seen
 
     def _should_stop(self, loss: float) -> bool:
@@ -598,6 +678,8 @@ class OrtGradientOptimizer:
         the same data. The file is onnxloss's ``.npz`` format (:mod:`onnxloss.train.state`).
         """
         self._require_fitted()
+        if self._collective is not None and self._collective.rank != 0:
+            return  # every rank holds the same state: rank 0 writes it
         data = run_state.to_bytes(self._run_state())
         with atomic_output(path, "checkpoint file") as tmp:
             Path(tmp).write_bytes(data)
@@ -605,11 +687,23 @@ class OrtGradientOptimizer:
     def load_checkpoint(self, path: str | os.PathLike) -> OrtGradientOptimizer:
         """Restore a run saved by :meth:`save_checkpoint` (by either backend, or by onnxloss
         0.1 in onnxruntime-training's format); the next ``fit`` continues it."""
-        if not isinstance(path, str | os.PathLike) or not Path(path).is_file():
-            raise OnnxLossError(f"checkpoint '{path}' does not exist")
         self._setup()
         self._pending = None
-        state = run_state.read_file(path, self._session.shapes)
+        coll = self._collective
+        state = error = None
+        if coll is None or coll.rank == 0:  # under MPI, rank 0 reads and sends it to all
+            try:
+                if not isinstance(path, str | os.PathLike) or not Path(path).is_file():
+                    raise OnnxLossError(f"checkpoint '{path}' does not exist")
+                state = run_state.read_file(path, self._session.shapes)
+            except OnnxLossError as exc:
+                error = exc
+        if coll is not None:
+            state, message = coll.broadcast((state, None if error is None else str(error)), "load")
+            if message is not None:
+                error = error or OnnxLossError(message)
+        if error is not None:
+            raise error
         self._apply(state, f"checkpoint '{path}'")
         self._resume = True
         return self
