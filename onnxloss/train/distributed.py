@@ -56,6 +56,8 @@ class Collective:
         self.size = comm.Get_size()
         self.timeout = float(timeout)
         self._buffer: np.ndarray | None = None
+        #: Seconds spent in collectives so far (for benchmarks: the communication share).
+        self.seconds = 0.0
 
     def _wait(self, request, what: str) -> None:
         deadline = time.monotonic() + self.timeout
@@ -76,7 +78,9 @@ class Collective:
         from mpi4py import MPI
 
         out = np.empty_like(values)
+        start = time.perf_counter()
         self._wait(self.comm.Iallreduce(values, out, op=MPI.SUM), what)
+        self.seconds += time.perf_counter() - start
         return out
 
     def broadcast(self, value, what: str):

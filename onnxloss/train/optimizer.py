@@ -230,11 +230,13 @@ class OrtGradientOptimizer:
         _check_optimizer(self.optimizer, self.optimizer_params)
         _check_session_config(self.session_config)
         check_number("communicator_timeout", self.communicator_timeout, low=0.0, low_open=True)
-        self._collective = (
-            None
-            if self.communicator is None
-            else Collective(self.communicator, self.communicator_timeout)
-        )
+        coll = getattr(self, "_collective", None)
+        if self.communicator is None:
+            self._collective = None
+        elif coll is None or coll.comm is not self.communicator:
+            self._collective = Collective(self.communicator, self.communicator_timeout)
+        else:
+            coll.timeout = float(self.communicator_timeout)
         self._schedule = make_schedule(self.learning_rate, self.eta0, self.power_t, self.alpha)
 
     # -- scikit-learn estimator habits -------------------------------------------------------
