@@ -6,17 +6,18 @@ runs it, the maintained ``onnxruntime`` and ``onnxruntime-gpu`` included.
 
 The weights and the optimizer state live in two sets of runtime values that take turns:
 a step reads set ``k`` and writes set ``1 - k`` through an ``IOBinding`` prepared once per
-batch shape, so nothing goes through numpy between steps and nothing is allocated. A step
-whose loss is not finite is simply not adopted (the sets do not swap).
+set and batch buffer, so nothing goes through numpy between steps and nothing is
+allocated. A step whose loss is not finite is simply not adopted (the sets do not swap).
 
 Data-parallel training uses two more sessions built on first use: the gradient graph
-(:func:`onnxloss.autodiff.gradient`) and the update alone
-(:func:`onnxloss.autodiff.optimizer_update`), with an allreduce between them.
+(:func:`onnxloss.autodiff.gradient`), whose gradients land in numpy buffers the caller
+all-reduces, and the update alone (:func:`onnxloss.autodiff.optimizer_update`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import onnx
@@ -28,15 +29,15 @@ from .data import Batch
 from .inference import inference_model
 from .state import RunState
 
-#: IOBindings kept per weight set (a data set gives two batch shapes: full and ragged).
+_MAX_IR = re.compile(r"max supported IR version: (\d+)")
+#: IOBindings kept per session and weight set (a data set gives two batch shapes: the full
+#: one and the last, ragged one).
 _CACHED_BINDINGS = 8
 
 
 def _autodiff():
-    try:
-        from .. import autodiff
-    except ImportError as exc:  # pragma: no cover - part of the package
-        raise OnnxLossError(f"onnxloss.autodiff failed to import: {exc}") from exc
+    from .. import autodiff
+
     return autodiff
 
 
@@ -55,149 +56,113 @@ class PlainRuntimeBackend(Backend):
                 "'onnxloss[train-onnxruntime-gpu]') and a GPU; the installed onnxruntime "
                 f"offers {providers}"
             )
-        autodiff = _autodiff()
-        step_model = autodiff.training_step(
+        self._options = session_options(ort, config)
+        self._device = config.device.split(":")[0]
+        self._device_id = int(config.device.split(":")[1]) if ":" in config.device else 0
+        self._cpu = self._capi.OrtDevice(
+            self._capi.OrtDevice.cpu(), self._capi.OrtDevice.default_memory(), 0
+        )
+        step_model = _autodiff().training_step(
             config.loss_model,
             list(self.trainables),
             optimizer=config.optimizer,
             optimizer_params=dict(config.optimizer_params),
             max_grad_norm=config.max_grad_norm,
         )
-        self.spec = autodiff.describe_training_step(step_model)
-        self._options = session_options(ort, config)
-        self._step_session = self._session(_only_outputs(step_model, self._step_outputs()))
-        self.input_names = list(self.spec.data_inputs)
-        self._device = config.device.split(":")[0]
-        self._device_id = int(config.device.split(":")[1]) if ":" in config.device else 0
-        self._cpu = self._capi.OrtDevice(
-            self._capi.OrtDevice.cpu(), self._capi.OrtDevice.default_memory(), 0
-        )
+        spec = _autodiff().describe_training_step(step_model)
+        self.input_names = list(spec.data_inputs)
         initial = {t.name: t for t in config.loss_model.graph.initializer}
         self._dtypes = {
             n: onnx.helper.tensor_dtype_to_np_dtype(initial[n].data_type) for n in self.trainables
         }
-        # Two sets of weights and optimizer state: a step reads one and writes the other.
-        self._slots = [self._allocate(), self._allocate()]
+        self._shapes = {n: tuple(int(d) for d in initial[n].dims) for n in self.trainables}
+        # Every tensor carried from step to step: the weights, then the optimizer state.
+        self._keys = [("weight", w.name) for w in spec.trained]
+        self._keys += [(s.role, s.weight) for s in spec.state]
+        # Two sets of them: a step reads one and writes the other.
+        self._sets = [self._allocate(), self._allocate()]
         self._current = 0
         self.steps = 0
-        self._scalars()
-        self._bindings: list[dict] = [{}, {}]
+        self._lr = np.zeros((), np.float32)
+        self._step = np.zeros((), np.int64)
+        self._loss = np.zeros((), self._dtypes[self.trainables[0]])
+        self._step_run = _BoundSession(
+            self, self._session(_only_outputs(step_model, _carried_outputs(spec))), spec
+        )
         self._eval = None
         self._split = None
         for name in self.trainables:
-            self._write(self._current, ("weight", name), onnx.numpy_helper.to_array(initial[name]))
+            self._write(("weight", name), onnx.numpy_helper.to_array(initial[name]))
 
     def runtime_module(self):
         return self.ort
 
     # -- runtime values ---------------------------------------------------------------------
     def _session(self, model: onnx.ModelProto):
+        try:
+            return self._new_session(model)
+        except Exception as exc:
+            # An older onnxruntime refuses newer IR versions; lower it when nothing needs it.
+            found = _MAX_IR.search(str(exc))
+            if found is None or model.ir_version <= int(found.group(1)):
+                raise OnnxLossError(
+                    f"onnxruntime {self.ort.__version__} cannot load the training-step model: "
+                    f"{_first_line(exc)}"
+                ) from exc
+            from ..passes.versions import LowerIRVersion
+
+            return self._new_session(LowerIRVersion(int(found.group(1)))(model).model)
+
+    def _new_session(self, model: onnx.ModelProto):
         return self.ort.InferenceSession(
             model.SerializeToString(), sess_options=self._options, providers=self.config.providers
         )
 
-    def _step_outputs(self) -> list[str]:
-        spec = self.spec
-        names = [spec.loss_output]
-        names += [w.output for w in spec.trained]
-        names += [s.output for s in spec.state]
-        return names
-
-    def _entries(self):
-        """``(key, input name, output name, shape source)`` for every tensor carried over."""
-        for w in self.spec.trained:
-            yield ("weight", w.name), w.input, w.output, w.name
-        for s in self.spec.state:
-            yield (s.role, s.weight), s.input, s.output, s.weight
-
     def _allocate(self) -> dict:
         """One set of runtime values for the weights and the state (zeros)."""
         values = {}
-        for key, _, _, weight in self._entries():
-            shape = _initializer_shape(self.config.loss_model, weight)
-            values[key] = self._new_value(np.zeros(shape, dtype=self._dtype_of(weight)))
+        for key in self._keys:
+            weight = key[1]
+            values[key] = self._new_value(np.zeros(self._shapes[weight], self._dtypes[weight]))
         return values
 
-    def _dtype_of(self, weight: str):
-        for t in self.config.loss_model.graph.initializer:
-            if t.name == weight:
-                return onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-        raise OnnxLossError(f"no initializer '{weight}'")
-
     def _new_value(self, array: np.ndarray):
-        """A runtime value on the backend's device; on the CPU it views a numpy array
-        (kept alongside it), so reading and writing need no copy."""
+        """``(runtime value, holder)`` on the backend's device; on the CPU the value views
+        the numpy ``holder``, so reading and writing need no copy."""
         if self._device == "cpu":
             array = np.ascontiguousarray(array)
-            return (self._capi.OrtValue.ortvalue_from_numpy(array, self._cpu), array)
+            return self._capi.OrtValue.ortvalue_from_numpy(array, self._cpu), array
         value = self.ort.OrtValue.ortvalue_from_numpy(array, self._device, self._device_id)
-        return (value._ortvalue, value)
+        return value._ortvalue, value
 
-    def _read(self, slot: int, key) -> np.ndarray:
-        value, holder = self._slots[slot][key]
+    def cpu_value(self, array: np.ndarray):
+        """A runtime value viewing a numpy array (the caller keeps the array alive)."""
+        return self._capi.OrtValue.ortvalue_from_numpy(array, self._cpu)
+
+    def _read(self, key, which: int | None = None) -> np.ndarray:
+        _, holder = self._sets[self._current if which is None else which][key]
         return holder.copy() if isinstance(holder, np.ndarray) else holder.numpy()
 
-    def _write(self, slot: int, key, array: np.ndarray) -> None:
-        value, holder = self._slots[slot][key]
+    def _write(self, key, array: np.ndarray) -> None:
+        _, holder = self._sets[self._current][key]
         if isinstance(holder, np.ndarray):
             holder[...] = array
         else:
             holder.update_inplace(np.ascontiguousarray(array, dtype=holder.data_type_np()))
 
-    def _scalars(self) -> None:
-        """The learning rate, step and loss as one-element arrays viewed by runtime values."""
-        spec = self.spec
-        self._lr = np.zeros((), np.float32)
-        self._step = np.zeros((), np.int64)
-        self._loss = np.zeros((), self._dtype_of(self.trainables[0]))
-        self._lr_value = self._capi.OrtValue.ortvalue_from_numpy(self._lr, self._cpu)
-        self._step_value = self._capi.OrtValue.ortvalue_from_numpy(self._step, self._cpu)
-        self._loss_value = self._capi.OrtValue.ortvalue_from_numpy(self._loss, self._cpu)
-        self._scalar_names = (spec.learning_rate_input, spec.step_input, spec.loss_output)
-
-    def _data_values(self, batch: Batch) -> list:
-        return [self._capi.OrtValue.ortvalue_from_numpy(a, self._cpu) for a in batch.arrays]
-
-    def _binding(self, batch: Batch):
-        """The step's IOBinding for the current weight set and this batch's memory."""
-        cache = self._bindings[self._current]
-        binding = cache.get(batch.key) if batch.key is not None else cache.get(None)
-        if binding is None:
-            binding = self._step_session.io_binding()._iobinding
-            reads, writes = self._slots[self._current], self._slots[1 - self._current]
-            for key, input_name, output_name, _ in self._entries():
-                binding.bind_ortvalue_input(input_name, reads[key][0])
-                binding.bind_ortvalue_output(output_name, writes[key][0])
-            lr_name, step_name, loss_name = self._scalar_names
-            binding.bind_ortvalue_input(lr_name, self._lr_value)
-            binding.bind_ortvalue_input(step_name, self._step_value)
-            binding.bind_ortvalue_output(loss_name, self._loss_value)
-            if batch.key is not None:
-                if len(cache) >= _CACHED_BINDINGS:
-                    cache.pop(next(iter(cache)))
-                values = self._data_values(batch)
-                for name, value in zip(self.input_names, values, strict=True):
-                    binding.bind_ortvalue_input(name, value)
-                cache[batch.key] = (binding, values, batch.arrays)
-                return binding
-            cache[None] = (binding, None, None)
-        else:
-            binding = binding[0]
-        if batch.key is None:  # arrays that live for this step only: bind them now
-            for name, value in zip(self.input_names, self._data_values(batch), strict=True):
-                binding.bind_ortvalue_input(name, value)
-        return binding
+    def _adopt(self) -> None:
+        """The set just written becomes the current one."""
+        self._current = 1 - self._current
+        self.steps += 1
 
     # -- steps ------------------------------------------------------------------------------
     def train_step(self, batch: Batch, learning_rate: float) -> float:
         self._lr[...] = learning_rate
         self._step[...] = self.steps + 1
-        binding = self._binding(batch)
-        self._step_session._sess.run_with_iobinding(binding, None)
+        self._step_run.run(batch)
         loss = float(self._loss)
         if math.isfinite(loss):
-            self._current = 1 - self._current
-            self.steps += 1
+            self._adopt()
         return loss
 
     def evaluate(self, batch: Batch) -> float:
@@ -205,66 +170,189 @@ class PlainRuntimeBackend(Backend):
             loss = self.config.loss_model.graph.output[0].name
             model = inference_model(self.config.loss_model, [loss], list(self.trainables))
             self._eval = self._session(model)
+            self._eval_inputs = [i.name for i in self._eval.get_inputs()]
         feeds = dict(zip(self.input_names, batch.arrays, strict=True))
-        needed = {i.name for i in self._eval.get_inputs()}
-        feeds = {k: v for k, v in feeds.items() if k in needed}
         feeds.update(self.weights())
-        return float(self._eval.run(None, feeds)[0])
+        return float(self._eval.run(None, {n: feeds[n] for n in self._eval_inputs})[0])
 
     # -- data-parallel steps ----------------------------------------------------------------
-    def _split_sessions(self):
+    def _split_step(self) -> _SplitStep:
         if self._split is None:
-            autodiff = _autodiff()
-            config = self.config
-            grad_model = autodiff.gradient(config.loss_model, list(self.trainables))
-            update_model = autodiff.optimizer_update(
-                grad_model,
-                list(self.trainables),
-                optimizer=config.optimizer,
-                optimizer_params=dict(config.optimizer_params),
-                max_grad_norm=config.max_grad_norm,
-            )
-            self._split = _SplitStep(self, grad_model, update_model)
+            self._split = _SplitStep(self)
         return self._split
 
     def compute_gradients(self, batch: Batch) -> float:
-        return self._split_sessions().gradients(batch)
+        return self._split_step().gradients(batch)
 
     def gradient_buffers(self) -> list[np.ndarray]:
-        return self._split_sessions().grad_arrays
+        return self._split_step().grad_arrays
 
     def apply_gradients(self, learning_rate: float) -> None:
-        self._split_sessions().update(learning_rate)
+        self._split_step().update(learning_rate)
 
     # -- state ------------------------------------------------------------------------------
     def weights(self) -> dict[str, np.ndarray]:
-        return {n: self._read(self._current, ("weight", n)) for n in self.trainables}
+        return {n: self._read(("weight", n)) for n in self.trainables}
 
     def set_weights(self, values: dict[str, np.ndarray]) -> None:
         for name, value in values.items():
-            self._write(self._current, ("weight", name), value)
+            self._write(("weight", name), value)
 
     def export_state(self) -> RunState:
-        moments = {}
-        for s in self.spec.state:
-            moments.setdefault(s.weight, {})[s.role] = self._read(self._current, (s.role, s.weight))
+        moments: dict[str, dict[str, np.ndarray]] = {}
+        for role, weight in self._keys:
+            if role != "weight":
+                moments.setdefault(weight, {})[role] = self._read((role, weight))
         return RunState(self.config.optimizer, self.steps, self.weights(), moments)
 
     def import_state(self, state: RunState) -> None:
         self.set_weights(state.weights)
-        for s in self.spec.state:
-            value = state.moments.get(s.weight, {}).get(s.role)
-            if value is None:
-                value = np.zeros(state.weights[s.weight].shape, self._dtype_of(s.weight))
-            self._write(self._current, (s.role, s.weight), value)
+        for role, weight in self._keys:
+            if role != "weight":
+                value = state.moments.get(weight, {}).get(role)
+                if value is None:
+                    value = np.zeros(self._shapes[weight], self._dtypes[weight])
+                self._write((role, weight), value)
         self.steps = int(state.step)
 
 
-def _initializer_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...]:
-    for t in model.graph.initializer:
-        if t.name == name:
-            return tuple(int(d) for d in t.dims)
-    raise OnnxLossError(f"no initializer '{name}'")
+class _BoundSession:
+    """A session over the backend's two sets of values, with one IOBinding per (set, batch
+    buffer): inputs read the current set, outputs write the other one.
+
+    ``spec`` (from :func:`onnxloss.autodiff.describe_training_step`) names the inputs and
+    outputs; ``extra`` binds more CPU values (the gradient buffers) by name.
+    """
+
+    def __init__(self, backend: PlainRuntimeBackend, session, spec, extra=(), data=True):
+        self.backend = backend
+        self.session = session
+        self.spec = spec
+        self.extra = list(extra)  # (name, value, is_input)
+        self.data = data
+        self._cache: list[dict] = [{}, {}]
+
+    def _new_binding(self, which: int):
+        b, spec = self.backend, self.spec
+        binding = self.session.io_binding()._iobinding
+        reads, writes = b._sets[which], b._sets[1 - which]
+        carried = {("weight", w.name): (w.input, w.output) for w in spec.trained}
+        carried.update({(s.role, s.weight): (s.input, s.output) for s in spec.state})
+        for key, (input_name, output_name) in carried.items():
+            if input_name:
+                binding.bind_ortvalue_input(input_name, reads[key][0])
+            if output_name:
+                binding.bind_ortvalue_output(output_name, writes[key][0])
+        if spec.learning_rate_input:
+            binding.bind_ortvalue_input(spec.learning_rate_input, b.cpu_value(b._lr))
+            binding.bind_ortvalue_input(spec.step_input, b.cpu_value(b._step))
+        if spec.loss_output:
+            binding.bind_ortvalue_output(spec.loss_output, b.cpu_value(b._loss))
+        for name, value, is_input in self.extra:
+            if is_input:
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_ortvalue_output(name, value)
+        return binding
+
+    def run(self, batch: Batch | None = None) -> None:
+        b = self.backend
+        cache = self._cache[b._current]
+        key = batch.key if batch is not None and batch.key is not None else None
+        entry = cache.get(key)
+        if entry is None:
+            binding = self._new_binding(b._current)
+            values = None
+            if key is not None:  # buffers that stay put: bind their values once
+                values = [b.cpu_value(a) for a in batch.arrays]
+                for name, value in zip(b.input_names, values, strict=True):
+                    binding.bind_ortvalue_input(name, value)
+                if len(cache) >= _CACHED_BINDINGS:
+                    cache.pop(next(k for k in cache if k is not None))
+            entry = cache[key] = (binding, values, batch.arrays if key is not None else None)
+        binding = entry[0]
+        if self.data and key is None:  # arrays that live for this step only
+            for name, array in zip(b.input_names, batch.arrays, strict=True):
+                binding.bind_ortvalue_input(name, b.cpu_value(array))
+        self.session._sess.run_with_iobinding(binding, None)
+
+
+class _SplitStep:
+    """Gradient session → (allreduce by the caller) → update session, on the backend's
+    weight sets; the gradients live in numpy buffers both sessions view."""
+
+    def __init__(self, backend: PlainRuntimeBackend):
+        autodiff = _autodiff()
+        config = backend.config
+        trainables = list(backend.trainables)
+        full = autodiff.gradient(config.loss_model, trainables)
+        grad_spec = autodiff.describe_training_step(full)
+        grad_names = {t.name: t.gradient for t in grad_spec.trained}
+        outputs = [grad_spec.loss_output, *(grad_names[n] for n in trainables)]
+        # The weights stay initializers in the gradient model: feed them as inputs.
+        grad_model = inference_model(full, outputs, trainables)
+        self.grad_arrays = [np.zeros(backend._shapes[n], backend._dtypes[n]) for n in trainables]
+        self._grad_values = [backend.cpu_value(a) for a in self.grad_arrays]
+        gradient_run = _GradientSpec(grad_spec, trainables)
+        self._gradients = _BoundSession(
+            backend,
+            backend._session(grad_model),
+            gradient_run,
+            [(grad_names[n], v, False) for n, v in zip(trainables, self._grad_values, strict=True)],
+        )
+        update_model = autodiff.optimizer_update(
+            full,
+            trainables,
+            optimizer=config.optimizer,
+            optimizer_params=dict(config.optimizer_params),
+            max_grad_norm=config.max_grad_norm,
+        )
+        update_spec = autodiff.describe_training_step(update_model)
+        inputs = {t.name: t.gradient for t in update_spec.trained}
+        self._update = _BoundSession(
+            backend,
+            backend._session(update_model),
+            update_spec,
+            [(inputs[n], v, True) for n, v in zip(trainables, self._grad_values, strict=True)],
+            data=False,
+        )
+        self.backend = backend
+
+    def gradients(self, batch: Batch) -> float:
+        self._gradients.run(batch)
+        return float(self.backend._loss)
+
+    def update(self, learning_rate: float) -> None:
+        b = self.backend
+        b._lr[...] = learning_rate
+        b._step[...] = b.steps + 1
+        self._update.run(None)
+        b._adopt()
+
+
+class _GradientSpec:
+    """The gradient model seen by :class:`_BoundSession`: weights in (as inputs), the loss
+    out; the gradients are bound as extra outputs."""
+
+    def __init__(self, spec, trainables: list[str]):
+        self.trained = [_Carried(n, n, None) for n in trainables]
+        self.state = ()
+        self.learning_rate_input = self.step_input = None
+        self.loss_output = spec.loss_output
+
+
+class _Carried:
+    def __init__(self, name, input, output):
+        self.name, self.input, self.output = name, input, output
+
+
+def _carried_outputs(spec) -> list[str]:
+    return [spec.loss_output, *(w.output for w in spec.trained), *(s.output for s in spec.state)]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text.rsplit("] : ", 1)[-1][:400] if text else type(exc).__name__
 
 
 def _only_outputs(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
@@ -278,10 +366,3 @@ def _only_outputs(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto
     del out.graph.output[:]
     out.graph.output.extend(by_name[n] for n in outputs)
     return out
-
-
-class _SplitStep:
-    """Gradient session → (allreduce by the caller) → update session."""
-
-    def __init__(self, backend: PlainRuntimeBackend, grad_model, update_model):
-        raise OnnxLossError("data-parallel steps on backend 'onnxruntime' are not built yet")
