@@ -1,6 +1,7 @@
 """Every code block of README.md and docs/ runs as a test, through Sybil.
 
-The root ``conftest.py`` hands README.md and every ``docs/**/*.md`` page (not ``_build`` or
+This module is a pytest plugin (``-p doc_blocks`` in pyproject.toml): its
+``pytest_collect_file`` hands README.md and every ``docs/**/*.md`` page (not ``_build`` or
 ``auto_examples``) to :data:`SYBIL`, so the plain ``python -m pytest`` collects one test per
 block. A page runs top to bottom in a temporary folder of its own; its Python blocks share
 one namespace, as a reader's session would.
@@ -433,6 +434,8 @@ class DocPages(Sybil):
 
 
 SYBIL = DocPages(parsers=[parse_blocks], setup=open_page, teardown=close_page, name="docs")
+#: The pytest hook of this plugin.
+pytest_collect_file = SYBIL.pytest()
 
 
 def inventory() -> Iterator[str]:
