@@ -20,8 +20,8 @@ import os
 import re
 
 from docutils import nodes
-from docutils.parsers.rst import Directive, directives
-from docutils.statemachine import StringList
+from docutils.parsers.rst import Directive, Parser, directives
+from docutils.utils import new_document
 from sphinx.ext.napoleon import Config
 from sphinx.ext.napoleon.docstring import GoogleDocstring
 
@@ -30,6 +30,19 @@ from onnxloss.registry import PluginRegistry
 
 #: The field napoleon writes for each documented parameter (grouped names come one each).
 _PARAM_FIELD = re.compile(r"^:param (?P<name>\w+):\s*(?P<text>.*)$")
+
+
+def parse_rst(directive: Directive, lines: list[str], source: str) -> list[nodes.Node]:
+    """The nodes of reStructuredText ``lines`` (docstrings are reST), for a directive used in
+    a MyST page: there ``state.nested_parse`` would read them as Markdown, leaving roles
+    and section underlines as text. Parsed like MyST's own ``eval-rst``, in a document that
+    shares the page's settings (so Sphinx roles resolve) and reporter (so -W sees warnings).
+    """
+    page = directive.state.document
+    document = new_document(source, page.settings)
+    document.reporter = page.reporter
+    Parser().parse("\n".join(lines), document)
+    return document.children
 
 
 class TermsDirective(Directive):
@@ -55,13 +68,7 @@ class TermsDirective(Directive):
             lines += ["; ".join(facts) + ".", ""]
             lines += inspect.cleandoc(cls.__doc__ or "").splitlines()
             lines.append("")
-        return self._parse(lines)
-
-    def _parse(self, lines):
-        container = nodes.section()
-        container.document = self.state.document
-        self.state.nested_parse(StringList(lines, source="onnxloss-terms"), 0, container)
-        return container.children
+        return parse_rst(self, lines, "onnxloss-terms")
 
 
 class CliDirective(Directive):
@@ -153,10 +160,7 @@ class ParametersDirective(Directive):
             names = ", ".join(f"``{name}``" for name, _, _ in group)
             defaults = ", ".join(f"``{default}``" for _, default, _ in group)
             lines += [f"   * - {names}", f"     - {defaults}", f"     - {text}"]
-        container = nodes.section()
-        container.document = self.state.document
-        self.state.nested_parse(StringList(lines, source="onnxloss-parameters"), 0, container)
-        return container.children
+        return parse_rst(self, lines, "onnxloss-parameters")
 
 
 def setup(app):
