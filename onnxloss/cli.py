@@ -28,6 +28,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .errors import OnnxLossError, PenaltyError
 
 
@@ -88,14 +89,25 @@ def _output_index(text: str) -> int | str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="onnxloss", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     add = sub.add_parser("add-loss", help="add a loss output to a model file")
     add.add_argument("model", help="input .onnx file (never modified)")
     add.add_argument("output", help="where to write the loss model")
-    add.add_argument("--score-name", default="squared_error", help="loss name (see 'plugins')")
-    add.add_argument("--loss-name", default="loss", help="name of the scalar loss output")
-    add.add_argument("--label-name", default="label", help="name of the new label input")
+    add.add_argument(
+        "--score-name",
+        default="squared_error",
+        help="loss name (see 'plugins'; default: %(default)s)",
+    )
+    add.add_argument(
+        "--loss-name", default="loss", help="name of the scalar loss output (default: %(default)s)"
+    )
+    add.add_argument(
+        "--label-name", default="label", help="name of the new label input (default: %(default)s)"
+    )
     add.add_argument("--weight-name", default=None, help="name of a new [N] sample-weight input")
     add.add_argument(
         "--output-index",
@@ -155,14 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
         "is checked as an inference model)",
     )
     check.add_argument(
-        "--device", default="cpu", choices=["cpu", "cuda"], help="where training would run"
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where training would run (default: %(default)s)",
     )
     check.add_argument("--json", action="store_true", help="machine-readable output")
 
     demo = sub.add_parser("demo", help="train a small linear regression (needs [train])")
-    demo.add_argument("--samples", type=int, default=1000)
-    demo.add_argument("--epochs", type=int, default=50)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--samples", type=int, default=1000, help="training samples (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--epochs", type=int, default=50, help="passes over the samples (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data and of the shuffling (default: %(default)s)",
+    )
     return parser
 
 
