@@ -74,8 +74,8 @@ def main() -> None:
     runs = [(int(r), 1) for r in args.ranks.split(",")] + [(1, 2)]
     rows = []
     for ranks, threads in runs:
-        cmd = ["mpiexec", "-n", str(ranks), sys.executable, __file__, "--worker",
-               f"--epochs={args.epochs}", f"--backend={args.backend}", f"--threads={threads}"]  # fmt: skip
+        options = [f"--epochs={args.epochs}", f"--backend={args.backend}", f"--threads={threads}"]
+        cmd = ["mpiexec", "-n", str(ranks), sys.executable, __file__, "--worker", *options]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         line = next(l for l in out.splitlines() if l.startswith("RESULT "))  # noqa: E741
         rows.append((ranks, threads, json.loads(line[7:])))

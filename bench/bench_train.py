@@ -91,7 +91,9 @@ def fit_figures(model, X, y, batch, threads, repeat, epochs, backend):
     )
 
     def one_epoch_calls(shuffle: bool):
-        trainer = OrtGradientOptimizer(model, max_iter=1, warm_start=True, shuffle=shuffle, **params)
+        trainer = OrtGradientOptimizer(
+            model, max_iter=1, warm_start=True, shuffle=shuffle, **params
+        )
         trainer.fit(X, y)  # builds the session
 
         def run():

@@ -46,8 +46,12 @@ def mlp_classifier_problem():
     with pytest.warns(ConvergenceWarning):
         sk = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y)
     onx = to_onnx(sk, X[:1].astype(np.float32), target_opset=17, options={"zipmap": False})
-    model = add_loss_output(onx, score_name="log_loss", output_index="probabilities", label_name="y")
-    names = [t.name for t in onx.graph.initializer if t.name.startswith(("coefficient", "intercepts"))]
+    model = add_loss_output(
+        onx, score_name="log_loss", output_index="probabilities", label_name="y"
+    )
+    names = [
+        t.name for t in onx.graph.initializer if t.name.startswith(("coefficient", "intercepts"))
+    ]
     return model, X, y, dict(learning_rate=0.05, batch_size=20, weights_to_train=names)
 
 

@@ -63,6 +63,10 @@ def test_only_install_and_publish_commands_are_not_run():
          "plugins/onnxloss-grouplasso && python -m pytest"),
         ("README.md", 'pip install -e ".[docs,train]" && python -m sphinx -W -b html docs '
          "docs/_build/html"),
+        ("docs/distributed.md", 'pip install "onnxloss[train,mpi]"'),
+        # MPI launchers: tests/test_distributed.py runs the page's script under mpiexec.
+        ("docs/distributed.md", "mpiexec -n 2 python -m mpi4py train.py"),
+        ("docs/distributed.md", "#!/bin/bash"),
         ("docs/index.md", 'pip install -e ".[train]"          # in a clone: core + trainer '
          "(CPU); [train-gpu] for CUDA"),
         ("docs/plugins/tutorial.md", "$ python -m venv .venv"),
