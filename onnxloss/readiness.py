@@ -8,8 +8,11 @@ before any training and each with a fix.
   differentiate, by node name and op type (from the measured tables of
   :mod:`onnxloss.gradient_ops`), with the pass that rewrites them when there is one;
 * tensors to train that are missing, not float32, not initializers, or that do not reach
-  the loss through differentiable operators;
+  the loss through differentiable operators (when none are named, the default weights of
+  :func:`default_trainables`, with the initializers it left out and why);
 * an ai.onnx opset outside 11–21 and an IR version above 10;
+* outputs declared with a type or shape their nodes do not compute (the gradient build
+  stops on the contradiction);
 * a loss that is missing, not the first output or not a float32 tensor.
 
 A node matters only when it lies on a path from a trained tensor to the loss: it takes a
@@ -545,8 +548,10 @@ class _Checker:
         hint = self._ml_hint()
         if close:
             fix = f"did you mean {', '.join(map(repr, close))}? Float initializers: [{shown}]"
-        elif hint:
+        elif "" in [self._ml_convertible(n) for n in self._ml_parameter_nodes()]:
             fix = "apply the pass named above first"
+        elif hint:
+            fix = "name a tensor the model has (the operator named above holds no initializer)"
         else:
             fix = f"name one of the float initializers: [{shown}]"
         self.error(

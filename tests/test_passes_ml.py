@@ -410,3 +410,7 @@ def test_the_check_names_a_rewrite_only_when_make_trainable_does_it():
     assert "leaves it alone (post_transform PROBIT" in problem.message
     assert "make_trainable does" not in problem.message + problem.fix
     assert not make_trainable(probit).graph.initializer  # indeed nothing to train after it
+    [missing] = onnxloss.check_trainable(probit, ["coef"]).errors
+    assert missing.kind == "trainable-missing" and "apply the pass" not in missing.fix
+    [missing] = onnxloss.check_trainable(model, ["coef"]).errors
+    assert missing.fix == "apply the pass named above first"

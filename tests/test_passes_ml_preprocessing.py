@@ -119,6 +119,9 @@ def test_trainable_scaler_writes_initializers_that_are_trained_by_default():
     np.testing.assert_array_equal(inits["offset"], np.float32([1, 2, 3]))
     np.testing.assert_array_equal(inits["scale"], np.float32([2, 1, 0.5]))
     assert default_trainables(rewritten) == ["offset", "scale"]
+    swept = MLOpsToStandard(trainable_scalers=True)(model).model
+    assert default_trainables(swept) == ["offset", "scale"]
+    assert default_trainables(MLOpsToStandard()(model).model) == []
     assert repr(ScalerToStandard(trainable=True)) == "ScalerToStandard(trainable=True)"
 
 
