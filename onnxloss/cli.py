@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_names,
         default=None,
         metavar="A,B",
-        help="comma-separated tensors to train (default: every float initializer of rank >= 1)",
+        help="comma-separated tensors to train (default: every float initializer of rank >= 1 "
+        "on a differentiable path to an output; the report lists those left out)",
     )
     check.add_argument(
         "--loss-output",
@@ -324,6 +325,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 {
                     "trainable": report.ok,
                     "weights": report.trainables,
+                    "left_out": report.left_out,
                     "loss_outputs": report.loss_outputs,
                     "problems": [p.as_dict() for p in report.problems],
                 },

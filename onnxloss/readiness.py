@@ -8,8 +8,11 @@ before any training and each with a fix.
   differentiate, by node name and op type (from the measured tables of
   :mod:`onnxloss.gradient_ops`), with the pass that rewrites them when there is one;
 * tensors to train that are missing, not float32, not initializers, or that do not reach
-  the loss through differentiable operators;
+  the loss through differentiable operators (when none are named, the default weights of
+  :func:`default_trainables`, with the initializers it left out and why);
 * an ai.onnx opset outside 11–21 and an IR version above 10;
+* outputs declared with a type or shape their nodes do not compute (the gradient build
+  stops on the contradiction);
 * a loss that is missing, not the first output or not a float32 tensor.
 
 A node matters only when it lies on a path from a trained tensor to the loss: it takes a
@@ -29,18 +32,18 @@ import onnx
 from onnx import TensorProto
 
 from .errors import OnnxLossError
-from .gradient_ops import (
-    DIFFERENTIABLE_TYPES,
-    ML_DOMAIN,
-    NON_DIFFERENTIABLE_INPUTS,
-    RUNTIME,
-    STOPS_GRADIENT,
-    gradient_support,
-)
+from .gradient_ops import DIFFERENTIABLE_TYPES, ML_DOMAIN, RUNTIME, gradient_support
 from .model_index import DEFAULT_DOMAINS, MIN_OPSET, subgraphs
 from .model_io import ModelLike, load_model
 from .rewrite import read_metadata
 from .tensor_info import FLOAT_TYPES, TensorInfo
+from .trainables import (
+    default_weights,
+    gradient_sources,
+    implicit_inputs,
+    non_differentiable_positions,
+    stops_gradient,
+)
 
 RUNTIME_OPSETS = (11, 21)
 RUNTIME_MAX_IR = 10
@@ -74,7 +77,7 @@ class Problem:
         kind: a short code: ``no-gradient``, ``gradient-form``, ``no-cpu-kernel``,
             ``crashes-runtime``, ``unknown-gradient``, ``trainable-missing``,
             ``trainable-dtype``, ``trainable-input``, ``trainable-unreachable``,
-            ``no-trainables``, ``opset``, ``ir-version``, ``loss-missing``,
+            ``no-trainables``, ``opset``, ``ir-version``, ``output-shape``, ``loss-missing``,
             ``loss-position``, ``loss-dtype``, ``loss-shape``, ``no-loss``, ``domain``.
         subject: the node(s), tensor or version concerned.
         message: what is wrong, naming the culprit.
@@ -111,12 +114,16 @@ class TrainabilityReport:
             an inference model).
         path_nodes: names (or op types) of the main-graph nodes on the gradient path.
         problems: everything in the way, errors first.
+        left_out: when no weights were named, the float initializers the default left out
+            of ``trainables``, each with the reason (a scalar constant, Resize scales, Clip
+            bounds, unused...); see :func:`default_trainables`.
     """
 
     trainables: list[str]
     loss_outputs: list[str]
     path_nodes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Problem]:
@@ -142,7 +149,16 @@ class TrainabilityReport:
             head = f"not trainable: {len(self.errors)} problem(s) block training"
         if self.warnings:
             head += f", {len(self.warnings)} warning(s)"
-        return "\n".join([head, *(p.line() for p in self.problems)])
+        return "\n".join([head, *self._left_out_lines(), *(p.line() for p in self.problems)])
+
+    def _left_out_lines(self) -> list[str]:
+        by_reason: dict[str, list[str]] = {}
+        for name, reason in self.left_out.items():
+            by_reason.setdefault(reason, []).append(repr(name))
+        return [
+            f"left out of the default weights: {', '.join(names)} ({reason})"
+            for reason, names in by_reason.items()
+        ]
 
     def raise_for_errors(self) -> None:
         """Raise :class:`NotTrainableError` listing every error, if there is one."""
@@ -184,11 +200,12 @@ def check_trainable(
 
 
 def default_trainables(model: onnx.ModelProto) -> list[str]:
-    """The tensors trained when none are named: every float initializer of rank >= 1
-    (scalars are left out: they are constants such as skl2onnx's 'unity', not weights)."""
-    return [
-        t.name for t in model.graph.initializer if t.data_type in FLOAT_TYPES and len(t.dims) > 0
-    ]
+    """The tensors trained when none are named: every float initializer of rank >= 1 from
+    which a differentiable path leads to a float output. Scalars (constants such as
+    skl2onnx's 'unity') and initializers that only feed shape, index, bound or statistics
+    inputs (Resize scales, Reshape shapes, Clip bounds...) are left out; see
+    :mod:`onnxloss.trainables` (``TrainabilityReport.left_out`` says why each one was)."""
+    return default_weights(model).names
 
 
 def _all_str(values: Iterable) -> bool:
@@ -211,6 +228,7 @@ class _Checker:
         self.context = RewriteContext(model) if self.opset is not None else None
         self.infos: dict[str, TensorInfo] = self.context.infos if self.context else {}
         self.initializers = {t.name: t for t in self.graph.initializer}
+        self.left_out: dict[str, str] = {}
 
     def add(self, severity: str, kind: str, subject: str, message: str, fix: str) -> None:
         self.problems.append(Problem(severity, kind, subject, message, fix))
@@ -223,12 +241,13 @@ class _Checker:
 
     def run(self) -> TrainabilityReport:
         self.check_versions()
+        self.check_declarations()
         targets = self.check_loss()
         trainables = self.check_trainables()
         path = self.check_paths(trainables, targets) if targets else []
         order = {"error": 0, "warning": 1}
         problems = sorted(self.problems, key=lambda p: order[p.severity])
-        return TrainabilityReport(self.trainable_names, targets, path, problems)
+        return TrainabilityReport(self.trainable_names, targets, path, problems, self.left_out)
 
     # -- versions ---------------------------------------------------------------------------
     def check_versions(self) -> None:
@@ -279,6 +298,37 @@ class _Checker:
                     "remove or convert what needs the newer IR version, then "
                     "onnxloss.passes.LowerIRVersion()",
                 )
+
+    # -- declarations -----------------------------------------------------------------------
+    def check_declarations(self) -> None:
+        """Outputs declared with a type or shape their nodes do not compute: inference
+        runtimes let it pass, the gradient build stops on it ("Inferred shape and existing
+        shape differ")."""
+        from .passes.structure import declaration_conflicts
+
+        if self.opset is None:
+            return
+        conflicts = declaration_conflicts(self.model)
+        if not conflicts:
+            return
+        if read_metadata(self.model) is None:
+            fix = (
+                "onnxloss.passes.RedeclareOutputs() declares them again from shape inference "
+                "(make_trainable does)"
+            )
+        else:  # the loss's targets took their shapes from the wrong declarations
+            fix = (
+                "apply onnxloss.passes.RedeclareOutputs() (or make_trainable) to the inference "
+                "model, then add the loss again: its targets take the outputs' shapes"
+            )
+        self.error(
+            "output-shape",
+            ", ".join(c.name for c in conflicts),
+            "; ".join(c.describe() for c in conflicts)
+            + f"; {RUNTIME} cannot build gradients for a graph that contradicts its "
+            "declarations",
+            fix,
+        )
 
     # -- loss -------------------------------------------------------------------------------
     def check_loss(self) -> list[str]:
@@ -359,7 +409,8 @@ class _Checker:
         constants = {n.output[0] for n in self.graph.node if n.op_type == "Constant" and n.output}
         floats = [n for n, t in self.initializers.items() if t.data_type in FLOAT_TYPES]
         if self.weights is None:
-            names = default_trainables(self.model)
+            defaults = default_weights(self.model, self.infos if self.context else None)
+            names, self.left_out = defaults.names, defaults.left_out
             if not names:
                 self._no_trainables()
         else:
@@ -429,42 +480,67 @@ class _Checker:
             n for n in self.graph.node if n.domain == ML_DOMAIN and n.op_type in _ML_PARAMETER_OPS
         ]
 
+    def _left_alone_because(self, rule, node: onnx.NodeProto) -> str:
+        """Why ``rule`` would leave ``node`` alone ("" when it rewrites it)."""
+        from .passes.node_rules import NodeView
+
+        if self.context is None:
+            return "the model has no ai.onnx opset"
+        return rule.explain(NodeView(node, self.context))
+
+    def _ml_convertible(self, node: onnx.NodeProto) -> str:
+        """Why the pass for an ML operator holding coefficients leaves it alone ("" when it
+        rewrites it; "no pass" when there is none)."""
+        from .passes import ml_ops
+
+        name = _ML_PARAMETER_OPS[node.op_type]
+        return self._left_alone_because(getattr(ml_ops, name)(), node) if name else "no pass"
+
     def _ml_hint(self) -> str:
         nodes = self._ml_parameter_nodes()
         if not nodes:
             return ""
-        convertible = [n for n in nodes if _ML_PARAMETER_OPS[n.op_type]]
-        if convertible:
-            passes = sorted({_ML_PARAMETER_OPS[n.op_type] for n in convertible})
-            described = ", ".join(f"{n.op_type} '{n.name}'" for n in convertible)
-            return (
-                f"; {described} keeps its coefficients in attributes: "
-                f"onnxloss.passes.{' / '.join(passes)}() turns them into the initializers "
-                "'coef' and 'intercept' (make_trainable does)"
-            )
-        described = ", ".join(f"{n.op_type} '{n.name}'" for n in nodes)
-        return (
-            f"; {described} keeps its parameters in attributes and is piecewise constant: "
-            "gradient descent cannot train it"
-        )
+        hints = []
+        for node in nodes:
+            described = f"{node.op_type} '{node.name}'"
+            reason = self._ml_convertible(node)
+            if reason == "no pass":
+                hints.append(
+                    f"{described} keeps its parameters in attributes and is piecewise "
+                    "constant: gradient descent cannot train it"
+                )
+            elif reason:
+                hints.append(
+                    f"{described} keeps its coefficients in attributes and "
+                    f"onnxloss.passes.{_ML_PARAMETER_OPS[node.op_type]}() leaves it alone "
+                    f"({reason})"
+                )
+            else:
+                hints.append(
+                    f"{described} keeps its coefficients in attributes: "
+                    f"onnxloss.passes.{_ML_PARAMETER_OPS[node.op_type]}() turns them into the "
+                    "initializers 'coef' and 'intercept' (make_trainable does)"
+                )
+        return "; " + "; ".join(hints)
 
     def _no_trainables(self) -> None:
         hint = self._ml_hint()
-        nodes = self._ml_parameter_nodes()
-        fixable = any(_ML_PARAMETER_OPS[n.op_type] for n in nodes)
+        reasons = [self._ml_convertible(n) for n in self._ml_parameter_nodes()]
         fix = (
             "apply the pass named above, then train 'coef' and 'intercept'"
-            if fixable
+            if "" in reasons
+            else "write the model with standard operators over initializers, or convert it "
+            "with options that do"
+            if any(r != "no pass" for r in reasons)
             else "train it with the library it comes from and convert it again"
-            if nodes
+            if reasons
             else "name the tensors to train"
         )
-        self.error(
-            "no-trainables",
-            "weights",
-            f"the model has no float initializer of rank >= 1 to train{hint}",
-            fix,
-        )
+        what = "the model has no float initializer of rank >= 1 to train"
+        if any(self.initializers[n].dims for n in self.left_out):
+            shown = ", ".join(f"'{n}' ({why})" for n, why in list(self.left_out.items())[:3])
+            what = f"the model has no weight to train (float initializers left out: {shown})"
+        self.error("no-trainables", "weights", f"{what}{hint}", fix)
 
     def _missing(self, name: str, floats: list[str]) -> None:
         close = difflib.get_close_matches(name, floats, n=3)
@@ -472,8 +548,10 @@ class _Checker:
         hint = self._ml_hint()
         if close:
             fix = f"did you mean {', '.join(map(repr, close))}? Float initializers: [{shown}]"
-        elif hint:
+        elif "" in [self._ml_convertible(n) for n in self._ml_parameter_nodes()]:
             fix = "apply the pass named above first"
+        elif hint:
+            fix = "name a tensor the model has (the operator named above holds no initializer)"
         else:
             fix = f"name one of the float initializers: [{shown}]"
         self.error(
@@ -495,26 +573,25 @@ class _Checker:
         for node in graph.node:
             hit = self._fed(node, live)
             touched.append(hit)
-            if hit and not self._stops(node):
+            if hit and not stops_gradient(node):
                 live.update(o for o in node.output if o and self.differentiable(o))
-        needed = set(targets)
-        on_path: list[onnx.NodeProto] = []
-        for node, hit in zip(reversed(graph.node), reversed(touched), strict=True):
-            outs = [o for o in node.output if o in needed and self.differentiable(o)]
-            if not outs or self._stops(node):
-                continue
-            needed.update(self._gradient_inputs(node))
-            if hit and any(o in live for o in outs):
-                on_path.append(node)
-        on_path.reverse()
+        needed = gradient_sources(graph, targets, self.differentiable)
+        on_path = [
+            node
+            for node, hit in zip(graph.node, touched, strict=True)
+            if hit
+            and not stops_gradient(node)
+            and any(o in needed and o in live for o in node.output)
+        ]
         for name in trainables:
             if name not in needed:
                 self.error(
                     "trainable-unreachable",
                     name,
                     f"'{name}' does not reach the loss {targets} through differentiable "
-                    "operators (unused, used only by integer/bool computations, Clip bounds, "
-                    "random or range operators, or another output); the runtime refuses it",
+                    "operators (unused, used only by integer/bool computations, by inputs that "
+                    "take shapes, bounds or statistics such as Clip bounds or Resize scales, by "
+                    "random or range operators, or by another output); the runtime refuses it",
                     "leave it out of the weights",
                 )
         inner = []
@@ -524,19 +601,10 @@ class _Checker:
         return [n.name or n.op_type for n in on_path]
 
     def _fed(self, node: onnx.NodeProto, live: set[str]) -> bool:
-        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset())
+        skip = non_differentiable_positions(node)
         if any(i in live for k, i in enumerate(node.input) if i and k not in skip):
             return True
-        return any(name in live for name in _implicit_inputs(node))
-
-    def _stops(self, node: onnx.NodeProto) -> bool:
-        return node.op_type in STOPS_GRADIENT and node.domain in DEFAULT_DOMAINS
-
-    def _gradient_inputs(self, node: onnx.NodeProto) -> list[str]:
-        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset())
-        names = [i for k, i in enumerate(node.input) if i and k not in skip]
-        names += list(_implicit_inputs(node))
-        return [n for n in names if self.differentiable(n)]
+        return any(name in live for name in implicit_inputs(node))
 
     def _subgraph_path(self, node: onnx.NodeProto, live: set[str]) -> list[onnx.NodeProto]:
         """Nodes inside the subgraphs of an on-path node fed by a trained value (conservative:
@@ -547,7 +615,7 @@ class _Checker:
             for inner in sub.node:
                 if self._fed(inner, inner_live):
                     found.append(inner)
-                    if not self._stops(inner):
+                    if not stops_gradient(inner):
                         inner_live.update(o for o in inner.output if o)
                     found += self._subgraph_path(inner, inner_live)
         return found
@@ -570,13 +638,7 @@ class _Checker:
             self.add(severity, kind, ", ".join(names), f"{_describe(names, op)}: {reason}", fix)
 
     def _fix_for(self, node: onnx.NodeProto, status: str) -> str:
-        from .passes import DECOMPOSITIONS
-        from .passes.ml_ops import (
-            LinearClassifierToMatMul,
-            LinearRegressorToMatMul,
-            NormalizerToStandard,
-        )
-        from .passes.node_rules import NodeView
+        from .passes import DECOMPOSITIONS, ML_RULES
 
         if status == "crash":
             return "move the loop out of the gradient path or unroll it"
@@ -591,18 +653,10 @@ class _Checker:
             )
         if node.op_type == "ZipMap" and node.domain == ML_DOMAIN:
             return "onnxloss.passes.ZipMapToTensor() (or convert with options={'zipmap': False})"
-        rules = [
-            *(cls() for cls in DECOMPOSITIONS),
-            LinearRegressorToMatMul(),
-            LinearClassifierToMatMul(),
-            NormalizerToStandard(),
-        ]
         domain = "" if node.domain in DEFAULT_DOMAINS else node.domain
-        for rule in rules:
+        for rule in (cls() for cls in (*DECOMPOSITIONS, *ML_RULES)):
             if rule.op_type == node.op_type and (rule.domain or "") == domain:
-                reason = "the model has no ai.onnx opset"
-                if self.context is not None:
-                    reason = rule.explain(NodeView(node, self.context))
+                reason = self._left_alone_because(rule, node)
                 if not reason:
                     return (
                         f"onnxloss.passes.{rule.name}() rewrites it as {rule.formula} "
@@ -637,16 +691,3 @@ def _describe(names: list[str], op: str) -> str:
     shown = ", ".join(f"'{n}'" for n in names[:_SHOWN_NODES])
     more = f" and {len(names) - _SHOWN_NODES} more" if len(names) > _SHOWN_NODES else ""
     return f"{len(names)} {op} nodes on the gradient path ({shown}{more})"
-
-
-def _implicit_inputs(node: onnx.NodeProto) -> set[str]:
-    """Names a node's subgraphs read from the enclosing scopes."""
-    used: set[str] = set()
-    for sub in subgraphs(node):
-        defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
-        for inner in sub.node:
-            used.update(i for i in inner.input if i and i not in defined)
-            used.update(_implicit_inputs(inner) - defined)
-            defined.update(inner.output)
-        used -= defined
-    return used

@@ -460,9 +460,31 @@ def _validate_model(model: onnx.ModelProto | str) -> None:
         # The original graph passed through untouched, so report it with that in mind.
         raise OnnxLossError(
             f"the rewritten model fails onnx.checker.check_model(full_check=True): "
-            f"{_first_line(exc)}. If the input model itself fails the checker, fix it first "
-            "or pass validate=False"
+            f"{_first_line(exc)}. {_validation_advice(model, exc)}"
         ) from exc
+
+
+def _validation_advice(model: onnx.ModelProto | str, exc: Exception) -> str:
+    """What to do about a failed check. validate=False is suggested only where it helps:
+    for operators the checker does not know (a runtime may still run them); a model that
+    contradicts itself fails again in the gradient build."""
+    from .passes.structure import declaration_conflicts
+
+    if isinstance(model, onnx.ModelProto):
+        conflicts = declaration_conflicts(model)
+        if conflicts:
+            return (
+                f"The input model's declarations contradict its nodes: "
+                f"{'; '.join(c.describe() for c in conflicts)}. Apply "
+                "onnxloss.passes.RedeclareOutputs() (make_trainable does) to it, then add the "
+                "loss (its targets take the outputs' shapes)"
+            )
+    if "No Op registered" in str(exc) or "No opset import for domain" in str(exc):
+        return (
+            "The checker does not know one of the model's operators (one from a newer onnx?): "
+            "pass validate=False if the runtime you use implements it"
+        )
+    return "The input model itself fails the checker: fix it first (onnxloss check lists why)"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -52,6 +52,8 @@ class Case:
     loss_label: str
     learning_rate: float = 0.05
     epochs: int = 20
+    #: Turns the 4 normal features into the model's inputs (categorical columns...).
+    features: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass
@@ -91,11 +93,16 @@ def skl2onnx_version() -> str:
     return f"skl2onnx {skl2onnx.__version__}"
 
 
-def sklearn_case(name, kind, estimator_factory, loss, loss_label, dtype=np.float32, **kwargs):
+def sklearn_case(
+    name, kind, estimator_factory, loss, loss_label, dtype=np.float32, zipmap=True, **kwargs
+):
+    """A scikit-learn row; ``zipmap=False`` for classifiers whose converter has no such
+    option (their probabilities are a tensor already)."""
+
     def make(X, y):
         from skl2onnx import to_onnx
 
-        options = {"zipmap": False} if kind != "regression" else None
+        options = {"zipmap": False} if kind != "regression" and zipmap else None
         with warnings.catch_warnings():  # few iterations on purpose: no convergence warnings
             warnings.simplefilter("ignore")
             estimator = estimator_factory().fit(X, y)
@@ -120,20 +127,52 @@ def torch_case() -> Case:
     )
 
 
+def mixed_columns(X: np.ndarray) -> np.ndarray:
+    """Columns 0-1 numeric, column 2 a category in {0, 1, 2}, column 3 one in {0, 1}."""
+    out = X.copy()
+    out[:, 2] = np.digitize(X[:, 2], [-0.5, 0.5])
+    out[:, 3] = X[:, 3] > 0
+    return out
+
+
+def column_transformer():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    columns = ColumnTransformer(
+        [("numeric", StandardScaler(), [0, 1]), ("categories", OneHotEncoder(), [2, 3])]
+    )
+    return make_pipeline(columns, LogisticRegression())
+
+
 def cases() -> list[Case]:
+    from sklearn.cross_decomposition import PLSRegression
+    from sklearn.decomposition import PCA
     from sklearn.linear_model import (
         LinearRegression,
         LogisticRegression,
+        Perceptron,
         Ridge,
         SGDClassifier,
         SGDRegressor,
     )
+    from sklearn.naive_bayes import GaussianNB
     from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC, LinearSVR
     from sklearn.tree import DecisionTreeRegressor
 
     mse = ("regression", lambda: onnxloss.MSELoss(), "squared_error")
     log_loss = (lambda: onnxloss.LogLoss("probabilities", target="y"), "log_loss")
     mlp = {"hidden_layer_sizes": (16,), "max_iter": 50, "random_state": 0}
+    # [-s, s] scores in 'probabilities' (hinge-type classifiers): a logistic loss on 2s
+    on_scores = (
+        lambda: onnxloss.CrossEntropyLoss("probabilities", target="y"),
+        "cross_entropy on the scores",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return [
@@ -156,8 +195,7 @@ def cases() -> list[Case]:
                 "SGDClassifier (hinge, binary)",
                 "binary",
                 lambda: SGDClassifier(random_state=0),
-                lambda: onnxloss.CrossEntropyLoss("probabilities", target="y"),
-                "cross_entropy on the scores",
+                *on_scores,
             ),
             sklearn_case(
                 "MLPRegressor",
@@ -181,6 +219,52 @@ def cases() -> list[Case]:
                 learning_rate=0.01,
             ),
             torch_case(),
+            sklearn_case(
+                "Pipeline(StandardScaler, LogisticRegression)",
+                "binary",
+                lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+                *log_loss,
+            ),
+            sklearn_case(
+                "Pipeline(StandardScaler, Ridge)",
+                *mse[:1],
+                lambda: make_pipeline(StandardScaler(), Ridge()),
+                *mse[1:],
+            ),
+            sklearn_case(
+                "Pipeline(StandardScaler, PCA, Ridge)",
+                *mse[:1],
+                lambda: make_pipeline(StandardScaler(), PCA(3), Ridge()),
+                *mse[1:],
+                learning_rate=0.01,
+            ),
+            sklearn_case(
+                "Pipeline(StandardScaler, MLPRegressor)",
+                *mse[:1],
+                lambda: make_pipeline(StandardScaler(), MLPRegressor(**mlp)),
+                *mse[1:],
+                learning_rate=0.01,
+            ),
+            # binary: 'probabilities' is [N, 1], the decision function of the positive class
+            sklearn_case(
+                "LinearSVC (binary)",
+                "binary",
+                lambda: LinearSVC(random_state=0),
+                lambda: onnxloss.BCEWithLogitsLoss("probabilities", target="y"),
+                "bce_with_logits on the score",
+                zipmap=False,
+            ),
+            sklearn_case("LinearSVR", *mse[:1], lambda: LinearSVR(random_state=0), *mse[1:]),
+            sklearn_case("PLSRegression", *mse[:1], lambda: PLSRegression(2), *mse[1:]),
+            sklearn_case("Perceptron", "binary", lambda: Perceptron(random_state=0), *on_scores),
+            sklearn_case("GaussianNB", "binary", GaussianNB, *log_loss),
+            sklearn_case(
+                "ColumnTransformer(StandardScaler, OneHotEncoder) + LogisticRegression",
+                "binary",
+                column_transformer,
+                *log_loss,
+                features=mixed_columns,
+            ),
             sklearn_case(
                 "DecisionTreeRegressor",
                 "regression",
@@ -220,6 +304,8 @@ def measure(case: Case, seed: int = 0) -> Row:
 
     X_fit, y_fit = data(case.kind, shift=False, seed=seed)
     X, y = data(case.kind, shift=True, seed=seed + 1)
+    if case.features is not None:
+        X_fit, X = case.features(X_fit), case.features(X)
     converter = skl2onnx_version() if case.converter == "skl2onnx" else case.converter
     model = case.make(X_fit, y_fit)
     fixed = MakeTrainable()(model)

@@ -122,6 +122,7 @@ def test_make_trainable_lists_its_passes_and_leaves_a_ready_model_alone():
         "DecomposeForGradients",
         "DeclareGradientOutputs",
         "ExplicitTransposePerm",
+        "RedeclareOutputs",
         "ToFloat32",
         "LowerIRVersion",
     ]

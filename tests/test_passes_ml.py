@@ -350,3 +350,67 @@ def test_linear_regressor_post_transforms(post_transform):
     np.testing.assert_allclose(
         ReferenceEvaluator(rewritten).run(None, {"X": X})[0], run(model), rtol=1e-6, atol=1e-7
     )
+
+
+@pytest.mark.parametrize(
+    "make,options",
+    [
+        (lambda: LogisticRegression(), {"zipmap": False}),
+        (lambda: LinearSVC(random_state=0), {}),
+    ],
+    ids=["LogisticRegression", "LinearSVC"],
+)
+def test_binary_classifier_keeps_one_column_so_its_scores_stay_opposite(make, options):
+    """skl2onnx writes a binary linear classifier as two opposite rows; the rewrite keeps
+    one column of weights, so any trained value keeps scores [-s, s] (probabilities that
+    sum to one, a label that follows the score)."""
+    X, score = data(seed=10)
+    estimator = make().fit(X, labels(score, 2))
+    model = convert(estimator, X, **options)
+    rewritten = MLOpsToStandard()(model).model
+    assert_same_outputs(model, rewritten, X)
+    coef = next(t for t in rewritten.graph.initializer if t.name == "coef")
+    assert list(coef.dims) == [4, 1]
+    # any other weights: the structure, not the fitted values, keeps the scores opposite
+    moved = onnx.ModelProto()
+    moved.CopyFrom(rewritten)
+    for t in moved.graph.initializer:
+        if t.name in ("coef", "intercept"):
+            value = np.random.default_rng(11).normal(size=tuple(t.dims)).astype(np.float32)
+            t.CopyFrom(onnx.numpy_helper.from_array(value, t.name))
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in moved.graph.initializer}
+    s = X @ weights["coef"][:, 0] + weights["intercept"][0]
+    for label, scores in run_all(moved, X):
+        scores = np.asarray(scores).reshape(len(X), -1)
+        np.testing.assert_array_equal(label, estimator.classes_[(s > 0).astype(int)])
+        if scores.shape[1] == 2 and isinstance(estimator, LogisticRegression):
+            np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-6)
+            np.testing.assert_allclose(scores[:, 1], 1 / (1 + np.exp(-s)), rtol=1e-5, atol=1e-6)
+        else:  # LinearSVC: the positive class's score
+            np.testing.assert_allclose(scores[:, -1], s, rtol=1e-5, atol=1e-5)
+
+
+def test_the_check_names_a_rewrite_only_when_make_trainable_does_it():
+    """The advice "(make_trainable does)" must hold: it does for a LinearRegression pipeline
+    with a StandardScaler, and a classifier the pass leaves alone says why instead."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import onnxloss
+
+    X, score = data(seed=12)
+    model = convert(make_pipeline(StandardScaler(), LinearRegression()).fit(X, score), X)
+    [problem] = onnxloss.check_trainable(model).errors
+    assert "LinearRegressorToMatMul() turns them" in problem.message
+    assert "make_trainable does" in problem.message
+    assert onnxloss.check_trainable(make_trainable(model)).ok
+
+    probit = hand_made_classifier("PROBIT", 2, 2)
+    [problem] = onnxloss.check_trainable(probit).errors
+    assert "leaves it alone (post_transform PROBIT" in problem.message
+    assert "make_trainable does" not in problem.message + problem.fix
+    assert not make_trainable(probit).graph.initializer  # indeed nothing to train after it
+    [missing] = onnxloss.check_trainable(probit, ["coef"]).errors
+    assert missing.kind == "trainable-missing" and "apply the pass" not in missing.fix
+    [missing] = onnxloss.check_trainable(model, ["coef"]).errors
+    assert missing.fix == "apply the pass named above first"

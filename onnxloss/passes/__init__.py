@@ -4,12 +4,14 @@
 * :mod:`~onnxloss.passes.decompositions`: operators without a gradient in
   onnxruntime-training rewritten with operators that have one (``DecomposeSoftplus``...,
   all of them at once: :class:`DecomposeForGradients`).
-* :mod:`~onnxloss.passes.ml_ops`: scikit-learn's ai.onnx.ml operators as standard operators
-  over trainable initializers.
+* :mod:`~onnxloss.passes.ml_ops`, :mod:`~onnxloss.passes.ml_preprocessing`: scikit-learn's
+  ai.onnx.ml operators (linear models, Scaler, Normalizer, Imputer, Binarizer,
+  ArrayFeatureExtractor) as standard operators, coefficients as trainable initializers
+  (:class:`MLOpsToStandard`, all of them at once).
 * :mod:`~onnxloss.passes.precision`: :class:`ToFloat32`.
 * :mod:`~onnxloss.passes.versions`: :class:`LowerIRVersion`, :class:`ConvertOpset`.
 * :mod:`~onnxloss.passes.structure`: :class:`InitializersNotInputs`,
-  :class:`DeclareGradientOutputs`, :class:`ExplicitTransposePerm`.
+  :class:`DeclareGradientOutputs`, :class:`ExplicitTransposePerm`, :class:`RedeclareOutputs`.
 * :class:`AddLoss`: :func:`onnxloss.rewrite` as a pass.
 * :func:`make_trainable` / :class:`MakeTrainable`: all the fixes a converted model needs.
 
@@ -52,21 +54,36 @@ from .decompositions import (
 )
 from .loss import AddLoss
 from .ml_ops import (
+    ML_RULES,
     LinearClassifierToMatMul,
     LinearRegressorToMatMul,
     MLOpsToStandard,
-    NormalizerToStandard,
     ZipMapToTensor,
+)
+from .ml_preprocessing import (
+    ArrayFeatureExtractorToGather,
+    BinarizerToStandard,
+    ImputerToStandard,
+    NormalizerToStandard,
+    ScalerToStandard,
 )
 from .node_rules import NodeRule, NodeView, ReplaceNodes
 from .pipeline import MakeTrainable, make_trainable
 from .precision import ToFloat32
-from .structure import DeclareGradientOutputs, ExplicitTransposePerm, InitializersNotInputs
+from .structure import (
+    DeclareGradientOutputs,
+    ExplicitTransposePerm,
+    InitializersNotInputs,
+    RedeclareOutputs,
+)
 from .versions import ConvertOpset, LowerIRVersion, required_ir_version
 
 __all__ = [
     "DECOMPOSITIONS",
+    "ML_RULES",
     "AddLoss",
+    "ArrayFeatureExtractorToGather",
+    "BinarizerToStandard",
     "ConvertOpset",
     "DeclareGradientOutputs",
     "DecomposeCastLike",
@@ -92,6 +109,7 @@ __all__ = [
     "DecomposeSum",
     "DecomposeThresholdedRelu",
     "ExplicitTransposePerm",
+    "ImputerToStandard",
     "InitializersNotInputs",
     "LinearClassifierToMatMul",
     "LinearRegressorToMatMul",
@@ -104,9 +122,11 @@ __all__ = [
     "Pass",
     "PassError",
     "PassResult",
+    "RedeclareOutputs",
     "ReduceL2KeepDims",
     "ReduceLogSumExpKeepDims",
     "ReplaceNodes",
+    "ScalerToStandard",
     "Sequential",
     "ToFloat32",
     "ZipMapToTensor",

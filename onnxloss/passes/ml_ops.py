@@ -1,4 +1,5 @@
-"""Passes for the ``ai.onnx.ml`` operators scikit-learn converters emit.
+"""Passes for the ``ai.onnx.ml`` model operators scikit-learn converters emit (the
+preprocessing ones are in :mod:`~onnxloss.passes.ml_preprocessing`).
 
 ``LinearRegressor`` and ``LinearClassifier`` keep their coefficients in attributes, where
 nothing can train them, and no ai.onnx.ml operator has a gradient in onnxruntime-training.
@@ -16,19 +17,20 @@ import onnx
 
 from ..builder import GraphBuilder, Value
 from ..gradient_ops import ML_DOMAIN
+from ..model_index import iter_graphs
 from .base import Pass
+from .ml_preprocessing import (
+    ArrayFeatureExtractorToGather,
+    BinarizerToStandard,
+    ImputerToStandard,
+    NormalizerToStandard,
+    ScalerToStandard,
+    as_float32,
+)
 from .node_rules import NodeRule, NodeView, ReplaceNodes
 
 #: Float32 post-transforms with an exact standard-operator equivalent.
 _POST_TRANSFORMS = ("NONE", "LOGISTIC", "SOFTMAX")
-
-
-def _as_float32(g: GraphBuilder, view: NodeView, x: Value) -> Value:
-    """The ML operators compute in float32 whatever their input type (double, int64...)."""
-    info = view.input_info(0)
-    if info is not None and info.elem_type == onnx.TensorProto.FLOAT:
-        return x
-    return g.cast(x, np.float32)
 
 
 def _post_transform(g: GraphBuilder, scores: Value, name: str) -> Value:
@@ -84,7 +86,7 @@ class _LinearRule(NodeRule):
 
     def scores(self, g: GraphBuilder, view: NodeView, x: Value, coef, intercept) -> Value:
         return g.Add(
-            g.MatMul(_as_float32(g, view, x), view.initializer("coef", coef)),
+            g.MatMul(as_float32(g, view, x), view.initializer("coef", coef)),
             view.initializer("intercept", intercept),
         )
 
@@ -115,11 +117,16 @@ class LinearClassifierToMatMul(_LinearRule):
     ``scores = post_transform(X @ coef + intercept)`` and
     ``label = classlabels[ArgMax(scores, axis=1)]`` (``Gather`` from a constant).
 
-    One coefficient row per class, as skl2onnx writes them (two rows for a binary
-    LogisticRegression). The label path has no gradient, which is fine: it is not on the
-    way to a loss on the scores. Left alone: ``PROBIT`` and ``SOFTMAX_ZERO``, and a single
-    coefficient row (binary scores), on which onnxruntime (``[1 - s, s]``, post-transform
-    ignored) and onnx.reference (``post_transform([-s, s])``) disagree.
+    One coefficient row per class, as skl2onnx writes them. A binary classifier written as
+    two opposite rows (skl2onnx's form for LogisticRegression, LinearSVC, SGDClassifier...)
+    keeps one column of weights, ``coef [F, 1]``, and computes the scores
+    ``post_transform(Concat(-s, s))`` with ``s = X @ coef + intercept``: the same numbers,
+    and the two scores stay opposite while training (two free columns would drift apart:
+    probabilities that no longer sum to one, a label that no longer follows the score).
+    The label path has no gradient, which is fine: it is not on the way to a loss on the
+    scores. Left alone: ``PROBIT`` and ``SOFTMAX_ZERO``, and a single coefficient row
+    (binary scores), on which onnxruntime (``[1 - s, s]``, post-transform ignored) and
+    onnx.reference (``post_transform([-s, s])``) disagree.
     """
 
     op_type = "LinearClassifier"
@@ -156,45 +163,24 @@ class LinearClassifierToMatMul(_LinearRule):
 
     def build(self, g, view, inputs):
         coef, intercept = self.weights(view, self._rows(view))
-        scores = self.scores(g, view, inputs[0], coef, intercept)
+        if _opposite_columns(coef, intercept):
+            positive = self.scores(g, view, inputs[0], coef[:, 1:], intercept[1:])
+            scores = g.Concat(g.Neg(positive), positive, axis=1)
+        else:
+            scores = self.scores(g, view, inputs[0], coef, intercept)
         scores = _post_transform(g, scores, view.attr("post_transform", "NONE"))
         index = g.ArgMax(scores, axis=1, keepdims=0)
         label = g.op("Gather", g.const(self._classes(view)), index, axis=0)
         return [label, scores]
 
 
-class NormalizerToStandard(NodeRule):
-    """``Normalizer(X)`` (ai.onnx.ml) as ``X / d`` with, per row, ``d = ReduceSum(|X|)``
-    for ``L1``, ``ReduceL2(X)`` for ``L2`` (its gradient is zero-safe) and ``TopK(X, k=1)``
-    (the largest value, as the specification and onnxruntime define it) for ``MAX``; a row
-    whose divisor is zero is returned unchanged (``d`` replaced by 1 there)."""
-
-    op_type = "Normalizer"
-    domain = ML_DOMAIN
-    formula = "X / norm(X, axis=1), rows with a zero norm unchanged"
-
-    def explain(self, view):
-        info = view.input_info(0)
-        if info is None or info.rank not in (None, 2):
-            return "its input is not a known [N, features] tensor"
-        norm = view.attr("norm", "MAX")
-        return "" if norm in ("L1", "L2", "MAX") else f"norm {norm!r} is not L1, L2 or MAX"
-
-    def dtype(self, view):
-        return np.dtype(np.float32)
-
-    def build(self, g, view, inputs):
-        x = _as_float32(g, view, inputs[0])
-        norm = view.attr("norm", "MAX")
-        if norm == "L1":
-            divisor = g.reduce_sum(g.Abs(x), [1], keepdims=True)
-        elif norm == "L2":
-            divisor = g.reduce("ReduceL2", x, [1], keepdims=True)
-        else:
-            k = g.const([1], np.int64)
-            divisor = g.op("TopK", x, k, axis=1, num_outputs=2)[0]
-        safe = g.Where(g.Equal(divisor, 0.0), 1.0, divisor)
-        return [g.Div(x, safe)]
+def _opposite_columns(coef: np.ndarray, intercept: np.ndarray) -> bool:
+    """Two score columns that are exact opposites (binary classifiers)."""
+    return (
+        coef.shape[1] == 2
+        and np.array_equal(coef[:, 0], -coef[:, 1])
+        and intercept[0] == -intercept[1]
+    )
 
 
 class ZipMapToTensor(Pass):
@@ -239,16 +225,57 @@ def _batch_dim(graph: onnx.GraphProto, name: str) -> str | int | None:
     return None
 
 
-class MLOpsToStandard(ReplaceNodes):
-    """The three ai.onnx.ml rewrites in one sweep: LinearRegressor, LinearClassifier and
-    Normalizer become standard operators (ZipMap is a separate pass: it changes an output's
-    type)."""
+#: Every ai.onnx.ml rewrite rule, in the order :class:`MLOpsToStandard` lists them.
+ML_RULES = (
+    LinearRegressorToMatMul,
+    LinearClassifierToMatMul,
+    NormalizerToStandard,
+    ScalerToStandard,
+    ImputerToStandard,
+    BinarizerToStandard,
+    ArrayFeatureExtractorToGather,
+)
 
-    def __init__(self):
-        super().__init__(
-            LinearRegressorToMatMul(), LinearClassifierToMatMul(), NormalizerToStandard()
-        )
+
+class MLOpsToStandard(ReplaceNodes):
+    """Every ai.onnx.ml rewrite in one sweep: ``LinearRegressor``, ``LinearClassifier``,
+    ``Normalizer``, ``Scaler``, ``Imputer``, ``Binarizer`` and ``ArrayFeatureExtractor``
+    (constant indices) become standard operators. Shape inference goes through the ML
+    operators (:mod:`~onnxloss.passes.ml_shapes`), so a linear model after a ``Scaler`` is
+    rewritten in the same sweep. ``ZipMap`` is a separate pass: it changes an output's type.
+
+    Args:
+        trainable_scalers: write the offsets and scales of ``Scaler`` nodes as initializers
+            (trained by default) rather than constants (see :class:`ScalerToStandard`).
+    """
+
+    def __init__(self, *, trainable_scalers: bool = False):
+        rules = [
+            ScalerToStandard(trainable=trainable_scalers) if cls is ScalerToStandard else cls()
+            for cls in ML_RULES
+        ]
+        super().__init__(*rules)
 
     @property
     def name(self) -> str:
         return "MLOpsToStandard"
+
+    def apply(self, model: onnx.ModelProto) -> bool:
+        consumed = {i for n in model.graph.node if n.domain == ML_DOMAIN for i in n.input}
+        changed = super().apply(model)
+        if changed:
+            _drop_unused_initializers(model, consumed)
+        return changed
+
+
+def _drop_unused_initializers(model: onnx.ModelProto, candidates: set[str]) -> None:
+    """Remove the main-graph initializers among ``candidates`` that nothing reads any more
+    (the constant indices of a rewritten ArrayFeatureExtractor...): onnxruntime warns about
+    each one."""
+    graph = model.graph
+    used = {i for g in iter_graphs(graph) for n in g.node for i in n.input}
+    used |= {o.name for o in graph.output} | {i.name for i in graph.input}
+    kept = [t for t in graph.initializer if t.name not in candidates or t.name in used]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)

@@ -25,6 +25,7 @@ from ..model_index import DEFAULT_DOMAINS, all_names, iter_graphs
 from ..naming import NameAllocator
 from ..tensor_info import FLOAT_TYPES, TensorInfo
 from .base import Pass
+from .ml_shapes import infer_shapes
 
 #: Lowest ai.onnx opset the rules emit nodes for (Clip takes its bounds as inputs from 11).
 MIN_RULE_OPSET = 11
@@ -66,9 +67,10 @@ class RewriteContext:
 
 
 def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
-    """Type and shape of every tensor that shape inference (or a declaration) knows."""
+    """Type and shape of every tensor that shape inference (or a declaration) knows, through
+    the ai.onnx.ml operators too (:func:`~onnxloss.passes.ml_shapes.infer_shapes`)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_shapes(model)
     except Exception:  # best effort: fall back on what the model declares
         inferred = model
     infos: dict[str, TensorInfo] = {}

@@ -10,7 +10,12 @@ from .base import Sequential
 from .decompositions import DecomposeForGradients
 from .ml_ops import MLOpsToStandard, ZipMapToTensor
 from .precision import ToFloat32
-from .structure import DeclareGradientOutputs, ExplicitTransposePerm, InitializersNotInputs
+from .structure import (
+    DeclareGradientOutputs,
+    ExplicitTransposePerm,
+    InitializersNotInputs,
+    RedeclareOutputs,
+)
 from .versions import ConvertOpset, LowerIRVersion
 
 
@@ -22,13 +27,17 @@ class MakeTrainable(Sequential):
     2. :class:`ConvertOpset`: an ai.onnx opset outside 13–21 is converted into that range
        (the loss rewriter needs 13, the runtime trains up to 21).
     3. :class:`ZipMapToTensor`, :class:`MLOpsToStandard`: scikit-learn's ai.onnx.ml
-       operators become standard operators over ``coef`` / ``intercept`` initializers.
+       operators become standard operators: linear models over ``coef`` / ``intercept``
+       initializers, preprocessing (``Scaler``, ``Imputer``, ``ArrayFeatureExtractor``...)
+       over constants.
     4. :class:`DecomposeForGradients`: operators without a gradient become compositions of
        operators with one.
     5. :class:`DeclareGradientOutputs`, :class:`ExplicitTransposePerm`: forms the gradient
        builders need (optional outputs declared, permutations written out).
-    6. :class:`ToFloat32`: float64 weights, inputs, outputs and casts become float32.
-    7. :class:`LowerIRVersion`: IR version 10 when nothing needs a newer one.
+    6. :class:`RedeclareOutputs`: outputs declared with a shape their nodes do not compute
+       are declared again from shape inference.
+    7. :class:`ToFloat32`: float64 weights, inputs, outputs and casts become float32.
+    8. :class:`LowerIRVersion`: IR version 10 when nothing needs a newer one.
     """
 
     def __init__(self, *, float32: bool = True):
@@ -40,6 +49,7 @@ class MakeTrainable(Sequential):
             DecomposeForGradients(),
             DeclareGradientOutputs(),
             ExplicitTransposePerm(),
+            RedeclareOutputs(),
         ]
         if float32:
             passes.append(ToFloat32())
