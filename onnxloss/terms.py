@@ -82,7 +82,7 @@ def check_representable(what: str, value: object, elem_type: int) -> None:
         if x != 0 and abs(x) < low:
             raise CoefficientError(
                 f"{what} is {x:g}, below the smallest {type_name(elem_type)} ({low:g}): it "
-                "would be 0 in the graph; choose a larger value or 0"
+                "would be 0 in the graph; choose a larger value"
             )
 
 
