@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import onnx
+from google.protobuf.message import Message
 from onnx.external_data_helper import load_external_data_for_model
 
 from .errors import ModelFileError
@@ -59,6 +60,12 @@ def load_model(model: ModelLike, *, load_external_data: bool = True) -> onnx.Mod
         raise ModelFileError(
             f"'{path}' holds no graph: it is not an ONNX model (or only a fragment of one)"
         )
+    field = _undecodable_text(loaded)
+    if field is not None:
+        raise ModelFileError(
+            f"'{path}' is not a valid ONNX model: its field {field} holds text that is not "
+            "UTF-8 (the file is corrupted, or not an ONNX model)"
+        )
     folder = model_folder(path)
     confine_external_data(loaded, folder)
     if load_external_data:
@@ -67,6 +74,26 @@ def load_model(model: ModelLike, *, load_external_data: bool = True) -> onnx.Mod
         except Exception as exc:  # a missing or short data file
             raise ModelFileError(f"cannot read the external data of '{path}': {exc}") from exc
     return loaded
+
+
+def _undecodable_text(message: Message) -> str | None:
+    """The name of the first string field of ``message`` (or of a message inside it) that
+    is not UTF-8, else None.
+
+    protobuf's upb parser hands such a field to Python as ``bytes`` instead of refusing
+    the file; names that are bytes would then break every later step in its own way.
+    """
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == 3
+        if field.type == field.TYPE_MESSAGE:
+            for item in value if repeated else (value,):
+                found = _undecodable_text(item)
+                if found is not None:
+                    return found
+        elif field.type == field.TYPE_STRING:
+            if any(isinstance(item, bytes) for item in (value if repeated else (value,))):
+                return field.full_name
+    return None
 
 
 def model_folder(path: str | os.PathLike) -> Path:

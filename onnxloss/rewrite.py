@@ -43,7 +43,7 @@ from .errors import (
     TensorNotFoundError,
 )
 from .metadata import METADATA_FORMAT, METADATA_KEY, read_metadata
-from .model_index import ModelIndex
+from .model_index import ModelIndex, iter_graphs, subgraphs
 from .model_io import ModelLike, load_model, model_folder, save_model_atomic
 from .naming import NameAllocator
 from .registry import get_registry
@@ -501,15 +501,24 @@ def strip_loss(model: onnx.ModelProto) -> onnx.ModelProto:
     k = int(meta["nodes"])
     kept, added = graph.node[: len(graph.node) - k], graph.node[len(graph.node) - k :]
     produced = {o for n in added for o in n.output}
-    still_used = {i for n in kept for i in n.input} | {o.name for o in graph.output[1:]}
-    if not graph.output or graph.output[0].name != meta["loss"] or produced & still_used:
+    added_inputs = {*meta["targets"], *meta["weights"]}
+    # What the inference part still reads, subgraphs of its nodes included: none of it
+    # may be a loss node's output or a target/weight input that is about to go.
+    inner = [
+        n for node in kept for sub in subgraphs(node) for g in iter_graphs(sub) for n in g.node
+    ]
+    still_used = {i for n in [*kept, *inner] for i in n.input} | {o.name for o in graph.output[1:]}
+    if (
+        not graph.output
+        or graph.output[0].name != meta["loss"]
+        or (produced | added_inputs) & still_used
+    ):
         raise OnnxLossError(
             "the loss model was edited after onnxloss wrote it (its loss part is no longer the "
             "last nodes and first output); strip it by hand or pass the inference model"
         )
     del graph.node[len(graph.node) - k :]
     del graph.output[0]
-    added_inputs = {*meta.get("targets", {}), *meta.get("weights", [])}
     inputs = [i for i in graph.input if i.name not in added_inputs]
     del graph.input[:]
     graph.input.extend(inputs)

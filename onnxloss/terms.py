@@ -268,7 +268,12 @@ class Regularizer(Term):
     kind: ClassVar[str] = "regularizer"
 
     def __init__(self, tensors: str | Sequence[str]):
-        names = [tensors] if isinstance(tensors, str) else list(tensors)
+        if isinstance(tensors, str):
+            names = [tensors]
+        elif isinstance(tensors, Iterable) and not isinstance(tensors, bytes | dict):
+            names = list(tensors)
+        else:
+            names = []
         if not names or not all(isinstance(n, str) and n for n in names):
             raise OutputSelectionError(
                 f"{type(self).__name__}: tensors must be a non-empty name or list of names, "
