@@ -67,8 +67,8 @@ def load_model(model: ModelLike, *, load_external_data: bool = True) -> onnx.Mod
             "UTF-8 (the file is corrupted, or not an ONNX model)"
         )
     folder = model_folder(path)
-    confine_external_data(loaded, folder)
-    if load_external_data:
+    located = confine_external_data(loaded, folder)
+    if load_external_data and located:
         try:
             load_external_data_for_model(loaded, str(folder))
         except Exception as exc:  # a missing or short data file
@@ -83,6 +83,11 @@ def _undecodable_text(message: Message) -> str | None:
     protobuf's upb parser hands such a field to Python as ``bytes`` instead of refusing
     the file; names that are bytes would then break every later step in its own way.
     """
+    if isinstance(message, onnx.TensorProto):  # never materialise the weights' bytes
+        if isinstance(message.name, bytes) or isinstance(message.doc_string, bytes):
+            return "onnx.TensorProto.name"
+        entries = [*message.external_data, *getattr(message, "metadata_props", ())]
+        return next(filter(None, map(_undecodable_text, entries)), None)
     for field, value in message.ListFields():
         repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == 3
         if field.type == field.TYPE_MESSAGE:
