@@ -94,6 +94,17 @@ def test_malformed_metadata_is_a_metadata_error_everywhere(loss_model, case, tmp
     assert not (tmp_path / "m.dot").exists()
 
 
+@pytest.mark.parametrize("value", ["[1]", "not json", '{"format": 1}'])
+def test_fit_reads_metadata_through_the_same_check(loss_model, value):
+    pytest.importorskip("onnxruntime")
+    from onnxloss.train import OrtGradientOptimizer
+
+    trainer = OrtGradientOptimizer(with_metadata(loss_model, value), ["coef"], max_iter=1)
+    x, y = np.ones((4, 2), np.float32), np.ones(4, np.float32)
+    with pytest.raises(onnxloss.MetadataError, match="'onnxloss' metadata entry is malformed"):
+        trainer.fit(x, y, np.ones(4, np.float32))
+
+
 def test_well_formed_metadata_still_reads_and_strips(loss_model):
     meta = onnxloss.read_metadata(loss_model)
     assert meta["targets"] == {"label": "variable"} and meta["weights"] == ["w"]
