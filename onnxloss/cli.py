@@ -292,14 +292,12 @@ def _print_table(headers: tuple[str, ...], table: list[tuple]) -> None:
 
 
 def _cmd_draw(args: argparse.Namespace) -> int:
-    import onnx
-
-    from .draw import draw
+    from .draw import draw, model_text
     from .model_io import load_model
 
     model = load_model(args.model, load_external_data=False)
     if args.output is None:
-        print(onnx.printer.to_text(model))
+        print(model_text(model))
         return 0
     draw(model, args.output, loss_only=args.loss_only)
     print(f"wrote {args.output}")

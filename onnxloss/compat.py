@@ -121,8 +121,19 @@ def accepted_options(cls: type[Loss]) -> set[str]:
     return names - {"self", "output"}
 
 
+#: Term arguments that ``add_loss_output`` sets from its own parameters.
+_SET_BY = {"target": "label_name", "weight": "weight_name", "output": "output_index"}
+
+
 def _check_options(cls: type[Loss], name: str, options: dict[str, object]) -> None:
     """Unknown options name the loss and list what it accepts (not a bare TypeError)."""
+    for option, parameter in _SET_BY.items():
+        if option in options:
+            raise CoefficientError(
+                f"add_loss_output: {option}={options[option]!r} is not an option of loss "
+                f"'{name}'; add_loss_output sets it from {parameter}, so pass "
+                f"{parameter}={options[option]!r} instead"
+            )
     accepted = accepted_options(cls)
     unknown = sorted(set(options) - accepted)
     if unknown:

@@ -12,11 +12,28 @@ import time
 import numpy as np
 
 from .compat import add_loss_output
+from .errors import CoefficientError
 from .examples import linear_regression
+
+#: Bounds of the demo's arguments: enough samples to determine the 5 weights, few enough
+#: to fit in memory and finish in minutes; seeds as numpy takes them.
+LIMITS = {"samples": (5, 1_000_000), "epochs": (1, 10_000), "seed": (0, 2**32 - 1)}
+
+
+def check_demo_arguments(n_samples: object, epochs: object, seed: object) -> None:
+    """A :class:`~onnxloss.CoefficientError` naming the first argument that is not an
+    integer within :data:`LIMITS`."""
+    for name, value in (("samples", n_samples), ("epochs", epochs), ("seed", seed)):
+        low, high = LIMITS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise CoefficientError(
+                f"demo: --{name} must be an integer from {low} to {high}, got {value!r}"
+            )
 
 
 def run_demo(n_samples: int = 1000, epochs: int = 50, seed: int = 0, print_fn=print) -> dict:
     """Run the demo; returns the trained and least-squares weights (the tests use it)."""
+    check_demo_arguments(n_samples, epochs, seed)
     from .train import OrtGradientOptimizer
 
     rng = np.random.default_rng(seed)

@@ -92,7 +92,7 @@ def draw(model: onnx.ModelProto, path: str | os.PathLike, *, loss_only: bool = F
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix == ".txt":
-        data = onnx.printer.to_text(model).encode()
+        data = model_text(model).encode()
     elif suffix == ".dot":
         data = to_dot(model, loss_only=loss_only).encode()
     elif suffix in RENDERED:
@@ -105,6 +105,18 @@ def draw(model: onnx.ModelProto, path: str | os.PathLike, *, loss_only: bool = F
     with atomic_output(target, "picture file") as tmp:
         Path(tmp).write_bytes(data)
     return target
+
+
+def model_text(model: onnx.ModelProto) -> str:
+    """The ONNX text format of ``model`` (``onnx.printer``); an OnnxLossError naming the
+    problem when the printer cannot read the model (a malformed file)."""
+    try:
+        return onnx.printer.to_text(model)
+    except Exception as exc:  # InferenceError on inconsistent tensors, undecodable text...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxLossError(
+            f"cannot print the model as ONNX text, it is malformed: {first}"
+        ) from exc
 
 
 def has_graphviz() -> bool:

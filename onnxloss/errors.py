@@ -57,6 +57,10 @@ class ModelFileError(OnnxLossError):
     """A model file that cannot be read, or an output path that cannot be written."""
 
 
+class MetadataError(ModelFileError):
+    """A model's ``onnxloss`` metadata entry is not what :func:`onnxloss.rewrite` writes."""
+
+
 class ConvergenceError(OnnxLossError):
     """Training produced a loss that is NaN or infinite."""
 

@@ -353,6 +353,18 @@ class _Checker:
                         "onnxloss.passes.ZipMapToTensor() (or convert with "
                         "options={'zipmap': False})",
                     )
+            if not floats:
+                kinds = [f"'{o.name}' ({_value_type(o)})" for o in self.graph.output]
+                self.error(
+                    "no-loss",
+                    "outputs",
+                    "the model has no loss output (no onnxloss metadata and no loss_output "
+                    f"given) and no float tensor output to put one on (outputs: "
+                    f"{', '.join(kinds) or 'none'})",
+                    "a loss needs float scores or probabilities: output them (not only "
+                    "predicted labels), or name the loss with loss_output / --loss-output",
+                )
+                return []
             self.warning(
                 "no-loss",
                 "outputs",
@@ -678,6 +690,12 @@ _STATUS = {
     "crash": ("error", "crashes-runtime"),
     "unknown": ("warning", "unknown-gradient"),
 }
+
+
+def _value_type(value: onnx.ValueInfoProto) -> str:
+    """``INT64 tensor``, ``sequence``, ``map``: what an output holds, for messages."""
+    info = TensorInfo.from_value_info(value)
+    return f"{info.type_name} tensor" if info is not None else TensorInfo.value_kind(value)
 
 
 def _op_name(node: onnx.NodeProto) -> str:

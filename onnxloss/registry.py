@@ -6,6 +6,13 @@ and name. Each plugin is imported, registered with pluggy and asked for its term
 own, so one that fails to import, whose hook raises, or that claims a taken name is
 reported (by plugin and distribution) without stopping the others.
 
+Loading happens once per registry, under a lock: the first thread to need the registry
+loads it while the others wait, so concurrent first calls all see every plugin. Plugin
+code cannot end or corrupt the process from here: ``SystemExit`` and any other
+``BaseException`` but ``KeyboardInterrupt`` raised while a plugin is imported or while its
+hooks run is a recorded plugin failure, and whatever a plugin prints on ``sys.stdout``
+while it loads goes to ``sys.stderr`` instead (``onnxloss plugins --json`` stays valid).
+
 Environment switches, read when the default registry is created:
 
 ``ONNXLOSS_DISABLE_PLUGIN_AUTOLOAD=1``
@@ -21,11 +28,14 @@ Environment switches, read when the default registry is created:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
+import io
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -154,6 +164,10 @@ class PluginRegistry:
             self._pm.trace.root.setwriter(sys.stderr.write)
             self._pm.enable_tracing()
         self._loaded = False
+        self._loading = False
+        # Re-entrant: a plugin may look terms up while it loads (it then sees the partial
+        # tables); add_plugin loads first, under the same lock.
+        self._lock = threading.RLock()
         self._plugins: list[PluginInfo] = []
         self._failures: list[PluginFailure] = []
         self._tables: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
@@ -171,10 +185,25 @@ class PluginRegistry:
 
     # -- loading ---------------------------------------------------------------------------
     def load(self) -> PluginRegistry:
-        """Import and register every plugin once; later calls do nothing."""
-        if self._loaded:
+        """Import and register every plugin once; later calls do nothing.
+
+        Thread-safe: concurrent first calls wait for the one that loads.
+        """
+        if self._loaded:  # the fast path, once loading has finished
             return self
-        self._loaded = True
+        with self._lock:
+            if self._loaded or self._loading:  # done meanwhile, or re-entered by a plugin
+                return self
+            self._loading = True
+            try:
+                with _plugin_output_to_stderr():
+                    self._load_all()
+            finally:
+                self._loading = False
+                self._loaded = True  # even after a KeyboardInterrupt: never load twice
+        return self
+
+    def _load_all(self) -> None:
         for module in self._builtins:
             info = PluginInfo(module.rsplit(".", 1)[-1], module, builtin=True)
             self._load_one(info, lambda module=module: importlib.import_module(module))
@@ -188,7 +217,6 @@ class PluginRegistry:
                     version=dist.version if dist else None,
                 )
                 self._load_one(info, ep.load)
-        return self
 
     def _discover(self) -> list[importlib.metadata.EntryPoint]:
         eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -217,7 +245,8 @@ class PluginRegistry:
         self.load()
         module = getattr(plugin, "__name__", type(plugin).__name__)
         info = PluginInfo(name or module, module, distribution, version)
-        self._load_one(info, lambda: plugin)
+        with self._lock, _plugin_output_to_stderr():
+            self._load_one(info, lambda: plugin)
         return info
 
     def _load_one(self, info: PluginInfo, loader: Callable[[], object]) -> None:
@@ -226,16 +255,20 @@ class PluginRegistry:
             return
         try:
             plugin = loader()
-        except Exception as exc:  # any import-time error must not stop other plugins
-            self._fail(info, "import", f"{type(exc).__name__}: {exc}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a plugin never ends the process
+            self._fail(info, "import", _describe_exception(exc))
             return
         try:
             self._pm.register(plugin, name=info.name)
             self._pm.check_pending()
-        except Exception as exc:  # pluggy.PluginValidationError and friends
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # pluggy.PluginValidationError, a raising __getattr__
             if self._pm.is_registered(plugin):
                 self._pm.unregister(plugin)
-            self._fail(info, "register", f"{type(exc).__name__}: {exc}")
+            self._fail(info, "register", _describe_exception(exc))
             return
         self._plugins.append(info)
         others = [p for p in self._pm.get_plugins() if p is not plugin]
@@ -275,8 +308,10 @@ class PluginRegistry:
 
         try:
             caller(register=register)
-        except Exception as exc:  # a raising hook loses its registrations, nothing else
-            self._fail(info, f"hook {hook_name}", f"{type(exc).__name__}: {exc}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a raising (or exiting) hook loses its registrations
+            self._fail(info, f"hook {hook_name}", _describe_exception(exc))
             return
         for cls in pending.items:
             self._commit(info, kind, cls)
@@ -352,15 +387,36 @@ class PluginRegistry:
         return self._pm
 
 
+def _describe_exception(exc: BaseException) -> str:
+    """``RuntimeError: boom``; for ``sys.exit(...)``, what the plugin tried to do."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r}); onnxloss ignored it"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def _plugin_output_to_stderr():
+    """Send what plugins print while they load to stderr, keeping stdout for the output of
+    the program (``onnxloss plugins --json``). Python-level only: ``sys.stdout`` is
+    swapped for the duration, so the prints of other threads go to stderr meanwhile."""
+    with contextlib.redirect_stdout(sys.stderr if sys.stderr is not None else io.StringIO()):
+        yield
+
+
 _default: PluginRegistry | None = None
+_default_lock = threading.Lock()
 
 
 def get_registry() -> PluginRegistry:
     """The process-wide registry, created from the environment on first use."""
     global _default
-    if _default is None:
-        _default = PluginRegistry.from_environment()
-    return _default
+    registry = _default
+    if registry is None:
+        with _default_lock:  # two threads starting at once share one registry
+            if _default is None:
+                _default = PluginRegistry.from_environment()
+            registry = _default
+    return registry
 
 
 def reset_registry(registry: PluginRegistry | None = None) -> PluginRegistry | None:
@@ -369,7 +425,8 @@ def reset_registry(registry: PluginRegistry | None = None) -> PluginRegistry | N
     Returns the previous one, so tests can put it back.
     """
     global _default
-    previous, _default = _default, registry
+    with _default_lock:
+        previous, _default = _default, registry
     return previous
 
 

@@ -42,16 +42,13 @@ from .errors import (
     ShapeError,
     TensorNotFoundError,
 )
-from .model_index import ModelIndex
-from .model_io import ModelLike, load_model, save_model_atomic
+from .metadata import METADATA_FORMAT, METADATA_KEY, read_metadata
+from .model_index import ModelIndex, iter_graphs, subgraphs
+from .model_io import ModelLike, load_model, model_folder, save_model_atomic
 from .naming import NameAllocator
 from .registry import get_registry
 from .tensor_info import TensorInfo
-from .terms import Loss, Regularizer, Spec, Term
-
-#: Key of the model metadata entry in which the rewriter records what it added.
-METADATA_KEY = "onnxloss"
-METADATA_FORMAT = 1
+from .terms import Loss, Regularizer, Spec, Term, check_representable
 
 SpecLike = Spec | Term | str | Sequence[Term | Spec]
 
@@ -145,16 +142,16 @@ def rewrite_file(
     """:func:`rewrite` a model file into another, atomically.
 
     Weights stored as external data are never loaded: the output refers to the same data
-    files (copied next to it, streamed, when written to another folder).
+    files (copied next to it, streamed, when written to another folder). Every data file
+    read or written stays inside the source's or the destination's folder
+    (:func:`onnxloss.model_io.confine_external_data`).
     """
     src = Path(source)
     model = load_model(src, load_external_data=False)
     result = _run(model, compile_spec(spec), loss_name, validate=False)
     # The checker resolves external data against the model file's folder, so it checks the
     # finished temporary file (it reads no weights) before that file takes the final name.
-    save_model_atomic(
-        result, destination, src.resolve().parent, _validate_model if validate else None
-    )
+    save_model_atomic(result, destination, model_folder(src), _validate_model if validate else None)
 
 
 def _run(model: onnx.ModelProto, spec: Spec, loss_name: str, validate: bool) -> onnx.ModelProto:
@@ -172,9 +169,9 @@ def _run(model: onnx.ModelProto, spec: Spec, loss_name: str, validate: bool) -> 
     for step in steps:
         try:
             step.run(state)
-        except OnnxLossError:
+        except (OnnxLossError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # a bug in a plugin's code, most likely: name it
+        except BaseException as exc:  # a bug in a plugin's code (sys.exit too): name it
             raise PluginError(
                 f"{_culprit(step.term) if step.term else 'onnxloss'} failed in pass "
                 f"'{step.name}' (after {done or 'no pass'}): {type(exc).__name__}: {exc}"
@@ -206,6 +203,11 @@ def _bind(state: LossRewrite) -> None:
     single = len(set(outputs)) == 1  # losses on one output share the default "label"
     for (coef, term), output in zip(spec.losses, outputs, strict=True):
         what = f"loss {term!r}"
+        if not output:
+            raise OutputSelectionError(
+                f"{what}: the output it binds has an empty name (''), which ONNX does not "
+                "allow for a graph output; name the output in the model"
+            )
         prediction = index.tensor_info(output)
         if prediction is None:
             kind = index.value_kind(output)
@@ -219,6 +221,11 @@ def _bind(state: LossRewrite) -> None:
                 f"{what}: output '{output}' is not a tensor (it is a {kind}); a loss needs a "
                 f"float tensor{hint}"
             )
+        if not prediction.has_known_type:
+            raise DtypeError(
+                f"{what}: output {prediction.describe()} has an element type ONNX does not "
+                "define, so the model is malformed; declare the output's real type"
+            )
         if not prediction.is_float:
             raise DtypeError(
                 f"{what}: output {prediction.describe()} is not a float tensor; bind the loss "
@@ -229,6 +236,11 @@ def _bind(state: LossRewrite) -> None:
             raise ShapeError(
                 f"{what}: output '{output}' has no declared rank, so the target input cannot be "
                 "typed; declare its shape (onnx.shape_inference.infer_shapes can fill it in)"
+            )
+        if prediction.rank == 0:
+            raise ShapeError(
+                f"{what}: output {prediction.describe()} is a scalar; a loss needs a batch "
+                "axis first (shape [N] or [N, ...]), one row per sample"
             )
         term.check_prediction(prediction)
         target_name = term.target or ("label" if single else f"{output}_label")
@@ -256,6 +268,16 @@ def _bind(state: LossRewrite) -> None:
                 )
         state.regularizers.append(BoundRegularizer(coef, term, tensors))
     state.new_inputs = list(new_inputs.values())
+    _check_ranges(spec, state.loss_elem_type)
+
+
+def _check_ranges(spec: Spec, elem_type: int) -> None:
+    """Every coefficient and numeric hyper-parameter must be a finite ``elem_type``
+    constant: 1e39 is inf in float32 and would give an infinite or NaN loss."""
+    for coef, term in spec.items:
+        check_representable(f"the coefficient of {term.kind} '{term.name}'", coef, elem_type)
+        for option, value in term.hyperparameters().items():
+            check_representable(f"{term.kind} '{term.name}' option {option!r}", value, elem_type)
 
 
 def _claim(state: LossRewrite, name: str, what: str) -> None:
@@ -445,14 +467,6 @@ def _metadata(state: LossRewrite) -> dict:
     }
 
 
-def read_metadata(model: onnx.ModelProto) -> dict | None:
-    """The record :func:`rewrite` left in a loss model's metadata, or None."""
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
-    return None
-
-
 def _validate_model(model: onnx.ModelProto | str) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -509,15 +523,24 @@ def strip_loss(model: onnx.ModelProto) -> onnx.ModelProto:
     k = int(meta["nodes"])
     kept, added = graph.node[: len(graph.node) - k], graph.node[len(graph.node) - k :]
     produced = {o for n in added for o in n.output}
-    still_used = {i for n in kept for i in n.input} | {o.name for o in graph.output[1:]}
-    if not graph.output or graph.output[0].name != meta["loss"] or produced & still_used:
+    added_inputs = {*meta["targets"], *meta["weights"]}
+    # What the inference part still reads, subgraphs of its nodes included: none of it
+    # may be a loss node's output or a target/weight input that is about to go.
+    inner = [
+        n for node in kept for sub in subgraphs(node) for g in iter_graphs(sub) for n in g.node
+    ]
+    still_used = {i for n in [*kept, *inner] for i in n.input} | {o.name for o in graph.output[1:]}
+    if (
+        not graph.output
+        or graph.output[0].name != meta["loss"]
+        or (produced | added_inputs) & still_used
+    ):
         raise OnnxLossError(
             "the loss model was edited after onnxloss wrote it (its loss part is no longer the "
             "last nodes and first output); strip it by hand or pass the inference model"
         )
     del graph.node[len(graph.node) - k :]
     del graph.output[0]
-    added_inputs = {*meta.get("targets", {}), *meta.get("weights", [])}
     inputs = [i for i in graph.input if i.name not in added_inputs]
     del graph.input[:]
     graph.input.extend(inputs)

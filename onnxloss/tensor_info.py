@@ -16,6 +16,21 @@ FLOAT_TYPES = frozenset(
 
 Dim = int | str | None
 
+#: ``(smallest positive subnormal, largest finite)`` of each float element type: a constant
+#: outside it becomes 0 or inf in the graph.
+FLOAT_RANGES: dict[int, tuple[float, float]] = {
+    TensorProto.FLOAT16: (2.0**-24, 65504.0),
+    TensorProto.BFLOAT16: (2.0**-133, (2 - 2.0**-7) * 2.0**127),
+    TensorProto.FLOAT: (
+        float(np.finfo(np.float32).smallest_subnormal),
+        float(np.finfo(np.float32).max),
+    ),
+    TensorProto.DOUBLE: (
+        float(np.finfo(np.float64).smallest_subnormal),
+        float(np.finfo(np.float64).max),
+    ),
+}
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -43,7 +58,12 @@ class TensorInfo:
 
     @property
     def type_name(self) -> str:
-        return TensorProto.DataType.Name(self.elem_type)
+        return type_name(self.elem_type)
+
+    @property
+    def has_known_type(self) -> bool:
+        """Whether the element type is one ONNX defines (not UNDEFINED, not made up)."""
+        return self.elem_type in _KNOWN_TYPES
 
     @property
     def batch_dim(self) -> Dim:
@@ -87,6 +107,17 @@ class TensorInfo:
     def value_kind(cls, vi: onnx.ValueInfoProto) -> str:
         """The kind of a non-tensor value, for error messages ('sequence', 'map', ...)."""
         return vi.type.WhichOneof("value") or "untyped"
+
+
+_KNOWN_TYPES = frozenset(v for v in TensorProto.DataType.values() if v != TensorProto.UNDEFINED)
+
+
+def type_name(elem_type: int) -> str:
+    """``FLOAT``; for a number ONNX does not define, ``element type 999``."""
+    try:
+        return TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"element type {elem_type}"
 
 
 def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:

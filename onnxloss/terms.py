@@ -62,6 +62,44 @@ def check_number(
     return x
 
 
+def check_representable(what: str, value: object, elem_type: int) -> None:
+    """A :class:`CoefficientError` if ``value`` (a number, or any number of a list, tuple or
+    array) would become infinite, or a nonzero value 0, as a constant of ``elem_type``.
+
+    The rewriter calls it on every term's coefficient and every numeric hyper-parameter
+    (from :meth:`Term.hyperparameters`), against the loss's element type, so a new term
+    gets the check without writing it.
+    """
+    from .tensor_info import FLOAT_RANGES, type_name
+
+    low, high = FLOAT_RANGES[elem_type]
+    for x in _numbers(value):
+        if not math.isfinite(x) or abs(x) > high:
+            raise CoefficientError(
+                f"{what} is {x:g}, beyond the range of {type_name(elem_type)} (largest finite "
+                f"value {high:g}): it would be infinite in the graph; choose a smaller value"
+            )
+        if x != 0 and abs(x) < low:
+            raise CoefficientError(
+                f"{what} is {x:g}, below the smallest {type_name(elem_type)} ({low:g}): it "
+                "would be 0 in the graph; choose a larger value"
+            )
+
+
+def _numbers(value: object) -> list[float]:
+    """The real numbers in a hyper-parameter value (bools and strings are not numbers)."""
+    if isinstance(value, bool) or isinstance(value, str | bytes):
+        return []
+    if isinstance(value, numbers.Real):
+        return [float(value)]
+    if isinstance(value, list | tuple):
+        return [x for item in value for x in _numbers(item)]
+    if hasattr(value, "dtype") and hasattr(value, "ravel"):  # a numpy array
+        if value.dtype.kind in "iuf":
+            return [float(x) for x in value.ravel()]
+    return []
+
+
 class _Composable:
     """``+``, ``*`` and ``/`` for terms and specs."""
 
@@ -155,7 +193,9 @@ class Loss(Term):
         weight: str | None = None,
         reduction: str | None = None,
     ):
-        if output is not None and (isinstance(output, bool) or not isinstance(output, int | str)):
+        if output is not None and (
+            isinstance(output, bool) or not isinstance(output, int | str) or output == ""
+        ):
             raise OutputSelectionError(
                 f"{type(self).__name__}: output must be an output name or position, got {output!r}"
             )
@@ -165,7 +205,7 @@ class Loss(Term):
                     f"{type(self).__name__}: {label} must be a non-empty input name, got {value!r}"
                 )
         reduction = self.default_reduction if reduction is None else reduction
-        if reduction not in REDUCTIONS:
+        if not isinstance(reduction, str) or reduction not in REDUCTIONS:
             raise CoefficientError(
                 f"{type(self).__name__}: reduction must be one of {REDUCTIONS}, got {reduction!r}"
             )
@@ -228,7 +268,12 @@ class Regularizer(Term):
     kind: ClassVar[str] = "regularizer"
 
     def __init__(self, tensors: str | Sequence[str]):
-        names = [tensors] if isinstance(tensors, str) else list(tensors)
+        if isinstance(tensors, str):
+            names = [tensors]
+        elif isinstance(tensors, Iterable) and not isinstance(tensors, bytes | dict):
+            names = list(tensors)
+        else:
+            names = []
         if not names or not all(isinstance(n, str) and n for n in names):
             raise OutputSelectionError(
                 f"{type(self).__name__}: tensors must be a non-empty name or list of names, "

@@ -8,6 +8,8 @@ core weights samples and reduces (see :mod:`onnxloss.terms`).
 
 from __future__ import annotations
 
+import numbers
+
 from onnx import TensorProto
 
 from ..builder import GraphBuilder, Value
@@ -31,7 +33,11 @@ class _ClassIndexLoss(Loss):
 
     def __init__(self, output=None, *, target_rank=1, **kwargs):
         super().__init__(output, **kwargs)
-        if target_rank not in (1, 2) or isinstance(target_rank, bool):
+        if (
+            isinstance(target_rank, bool)
+            or not isinstance(target_rank, numbers.Integral)
+            or target_rank not in (1, 2)
+        ):
             raise CoefficientError(
                 f"{self.name}: target_rank must be 1 ([N] labels) or 2 ([N, 1]), "
                 f"got {target_rank!r}"
