@@ -153,7 +153,10 @@ def test_add_loss_output_argument_errors(kwargs, why):
 def model_without_float_output() -> onnx.ModelProto:
     """Trainable weights, but only predicted labels come out."""
     graph = oh.make_graph(
-        [oh.make_node("MatMul", ["X", "W"], ["s"]), oh.make_node("ArgMax", ["s"], ["label"])],
+        [
+            oh.make_node("MatMul", ["X", "W"], ["s"]),
+            oh.make_node("ArgMax", ["s"], ["label"], axis=1),
+        ],
         "clf",
         [oh.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2])],
         [oh.make_tensor_value_info("label", TensorProto.INT64, ["N", 1])],
@@ -165,7 +168,8 @@ def model_without_float_output() -> onnx.ModelProto:
 def test_check_without_a_float_output_is_not_ready(tmp_path, capsys):
     report = onnxloss.check_trainable(model_without_float_output())
     assert not report.ok and report.loss_outputs == []
-    assert [p.kind for p in report.errors] == ["no-loss"]
+    # No loss to put anywhere; and W, which reaches only an integer output, is no weight.
+    assert [p.kind for p in report.errors] == ["no-loss", "no-trainables"]
     assert "no float tensor output" in report.errors[0].message
     assert "'label' (INT64 tensor)" in report.errors[0].message
     path = tmp_path / "clf.onnx"
