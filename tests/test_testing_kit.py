@@ -70,7 +70,6 @@ ACTIVATE = 'pytest_plugins = ["onnxloss.testing"]'
 FAST = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--tb=short")
 
 
-
 def install_cube(site, module, dist="onnxloss-cube", name="cube", abs_=GOOD_ABS, scale=GOOD_SCALE):
     source = CUBE.format(name=name, abs=abs_, scale=scale)
     make_dist(site, dist, "1.0", {module: module}, {module: source})

@@ -86,6 +86,10 @@ def describe_layout(
     reduction = loss_reduction
     if reduction == "auto":
         reduction = meta.get("reduction", "mean")
+        # "elementwise_mean" (and a mix of it with "mean") is already independent of the
+        # batch size, like "mean": nothing to rescale.
+        if set(meta.get("reductions", [reduction])) <= {"mean", "elementwise_mean"}:
+            reduction = "mean"
     if reduction not in ("sum", "mean"):
         raise OnnxLossError(
             f"the loss model mixes reductions ({meta.get('terms')}); the trainer scales one "
