@@ -241,3 +241,43 @@ def test_training_runtime_gradient_equals_pytorch(cases):
             g = want[f"grad64/{arg}"]
             got = grads[f"c{k}_offset_{arg}"]
             assert_close(got, g, 1e-5, gradient_floor(g, 1e-5), f"{case_id(case)}: d/d{arg}")
+
+
+# -- decompositions at their kinks -----------------------------------------------------------------
+ACTIVATIONS = INDEX["activations"]
+
+
+def activation_model(name: str) -> onnx.ModelProto:
+    """``loss = ReduceSum(op(W·one))`` over the points of the archive, W a trainable float32
+    (fed ``one = 1``: the runtime's module wants an input)."""
+    spec = ACTIVATIONS[name]
+    x = ARCHIVE["act/x"].astype(np.float32)
+    inits = [nh.from_array(x, "W")]
+    inputs = ["x"]
+    if spec["op"] == "PRelu":
+        inits.append(nh.from_array(np.array([0.25], np.float32), "slope"))
+        inputs.append("slope")
+    nodes = [
+        oh.make_node("Mul", ["W", "one"], ["x"]),
+        oh.make_node(spec["op"], inputs, ["y"], **spec["attrs"]),
+        oh.make_node("ReduceSum", ["y"], ["loss"], keepdims=0),
+    ]
+    outputs = [oh.make_tensor_value_info("loss", onnx.TensorProto.FLOAT, [])]
+    one = [oh.make_tensor_value_info("one", onnx.TensorProto.FLOAT, [])]
+    graph = oh.make_graph(nodes, name, one, outputs, inits)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="needs onnxruntime-training")
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_decomposition_gradient_at_kinks_equals_pytorch(name):
+    """DecomposeForGradients keeps PyTorch's value and its gradient at the kinks (0, ±3,
+    ±lambd...) where the runtime's Relu, Abs, Min and Clip would choose another one."""
+    from onnxloss.passes import DecomposeForGradients
+    from onnxloss.testing.runtime import onnxruntime_gradients
+
+    decomposed = DecomposeForGradients()(activation_model(name)).model
+    loss, grads = onnxruntime_gradients(decomposed, {"one": np.array(1.0, np.float32)}, ["W"])
+    value, grad = ARCHIVE[f"act/{name}/value"], ARCHIVE[f"act/{name}/grad"]
+    assert_close(loss, value.sum(), 1e-5, 1e-5 * np.abs(value).sum(), f"{name}: value")
+    assert_close(grads["W"], grad, 1e-5, 1e-6, f"{name}: gradient at {ARCHIVE['act/x']}")
