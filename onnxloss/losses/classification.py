@@ -337,14 +337,14 @@ class CrossEntropyLoss(_IgnoringLoss):
         s = self.label_smoothing
         if s == 0:
             return nll
-        weighted = log_p
-        if self.torch_weight is not None:
+        if self.torch_weight is None:  # (s/C)·Σ_c -log p_c is s·mean_c(-log p_c)
+            smooth, scale = g.Neg(g.reduce_mean(log_p, [1])), s
+        else:
             weighted = g.Mul(log_p, self._weight_const(g, info.rank, 1))
-        smooth = g.Neg(g.reduce_sum(weighted, [1]))
+            smooth, scale = g.Neg(g.reduce_sum(weighted, [1])), s / class_count(self.name, info)
         if labels.counted is not None:
             smooth = g.Mul(smooth, labels.counted)
-        classes = class_count(self.name, info)
-        return g.Add(g.Mul(nll, 1.0 - s), g.Mul(smooth, s / classes))
+        return g.Add(g.Mul(nll, 1.0 - s), g.Mul(smooth, scale))
 
 
 class NLLLoss(_IgnoringLoss):
@@ -392,12 +392,16 @@ class LogLoss(_ClassIndexLoss):
         return {"eps": self.eps, **super().hyperparameters()}
 
     def check_prediction(self, prediction: TensorInfo) -> None:
-        super().check_prediction(prediction)
-        if self.columns is not None and prediction.shape[1] != self.columns:
+        cols = prediction.shape[1] if prediction.rank == 2 else None
+        if prediction.rank not in (None, 2) or (
+            self.columns is not None and isinstance(cols, int) and cols != self.columns
+        ):
+            want = f"[N, {self.columns}]" if self.columns else "[N, C]"
             raise ShapeError(
-                f"loss '{self.name}' needs a [N, {self.columns}] output of class "
-                f"probabilities; output {prediction.describe()} is not"
+                f"loss '{self.name}' needs a {want} output of class probabilities; output "
+                f"{prediction.describe()} is not"
             )
+        super().check_prediction(prediction)
 
     def class_loss(self, g, prediction, labels, info):
         p = g.clip(prediction, self.eps, 1.0 - self.eps)

@@ -157,10 +157,10 @@ class PoissonNLLLoss(Loss):
             e = g.Sub(prediction, g.Mul(target, g.Log(g.Add(prediction, self.eps))))
         if not self.full:
             return e
-        log_y = g.Log(g.Max(target, 1.0))  # only read where y > 1
+        log_y = g.Log(g.Max(target, 1.0))  # only read where y > 1: never log(0)
         stirling = g.Add(
             g.Sub(g.Mul(target, log_y), target),
-            g.Mul(g.Log(g.Mul(target, 2.0 * math.pi)), 0.5),
+            g.Mul(g.Add(log_y, math.log(2.0 * math.pi)), 0.5),
         )
         return g.Add(e, g.Where(g.Greater(target, 1.0), stirling, 0.0))
 
