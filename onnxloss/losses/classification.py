@@ -56,7 +56,9 @@ class BCEWithLogitsLoss(TorchWeight):
     Args:
         weight: PyTorch's rescaling weight (a list, along the last axis), or the name of a
             per-sample weight input.
+
         pos_weight: weight of the positive examples (a list along the last axis, ``>= 0``).
+
         sample_weight: the per-sample weight input when ``weight`` is PyTorch's.
     """
 
@@ -104,8 +106,10 @@ class BCELoss(TorchWeight):
     Args:
         eps: None (default) for PyTorch's clamp; a number in ``(0, 0.5)`` clips ``p`` to
             ``[eps, 1 - eps]`` instead (onnxloss's former default, 1e-6).
+
         weight: PyTorch's rescaling weight (a list, along the last axis), or the name of a
             per-sample weight input.
+
         sample_weight: the per-sample weight input when ``weight`` is PyTorch's.
     """
 
@@ -315,8 +319,11 @@ class CrossEntropyLoss(_IgnoringLoss):
     Args:
         weight: class weights ``w`` (a list of ``C`` numbers ``>= 0``), or the name of a
             per-sample weight input.
+
         ignore_index: the label value that is skipped (default -100, PyTorch's).
+
         label_smoothing: ``s`` in ``[0, 1)`` (default 0, plain cross-entropy).
+
         sample_weight: the per-sample weight input when ``weight`` is PyTorch's.
     """
 
@@ -359,7 +366,9 @@ class NLLLoss(_IgnoringLoss):
     Args:
         weight: class weights ``w`` (a list of ``C`` numbers ``>= 0``), or the name of a
             per-sample weight input.
+
         ignore_index: the label value that is skipped (default -100).
+
         sample_weight: the per-sample weight input when ``weight`` is PyTorch's.
     """
 

@@ -63,6 +63,7 @@ class MultiLabelSoftMarginLoss(TorchWeight):
     Args:
         weight: class weights (a list of ``C`` numbers ``>= 0``), PyTorch's ``weight``;
             the per-sample weight input is ``sample_weight``.
+
         sample_weight: name of a per-sample weight input.
     """
 
@@ -91,10 +92,14 @@ class MultiMarginLoss(TorchWeight):
 
     Args:
         p: 1 (default) or 2.
+
         margin: the margin (default 1.0).
+
         weight: class weights (a list of ``C`` numbers ``>= 0``), PyTorch's ``weight``; the
             per-sample weight input is ``sample_weight``.
+
         target_rank: 1 declares the label input ``[N]`` (default), 2 declares ``[N, 1]``.
+
         sample_weight: name of a per-sample weight input.
     """
 

@@ -26,6 +26,7 @@ class MarginRankingLoss(Loss):
 
     Args:
         output2: output or tensor name of the second prediction.
+
         margin: the margin (default 0).
     """
 
@@ -65,6 +66,7 @@ class CosineEmbeddingLoss(Loss):
 
     Args:
         output2: output or tensor name of the second prediction.
+
         margin: the margin, in ``[-1, 1]`` (default 0).
     """
 
@@ -135,9 +137,13 @@ class TripletMarginLoss(_TripletLoss):
 
     Args:
         positive, negative: output or tensor names of the positive and negative examples.
+
         margin: the margin (default 1.0).
+
         p: the norm's degree, ``>= 1`` (default 2).
+
         eps: added to the difference before the norm (default 1e-6), ``>= 0``.
+
         swap: the distance swap of Balntas et al. (default False).
     """
 
@@ -167,9 +173,12 @@ class TripletMarginWithDistanceLoss(_TripletLoss):
 
     Args:
         positive, negative: output or tensor names of the positive and negative examples.
+
         distance_function: ``"pairwise"`` (the default, PyTorch's ``None``); a Python
             callable cannot become a graph.
+
         margin: the margin, ``> 0`` (default 1.0), as PyTorch requires.
+
         swap: the distance swap (default False).
     """
 

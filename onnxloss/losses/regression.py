@@ -45,6 +45,7 @@ class ElasticLoss(Loss):
 
     Args:
         l1_weight: weight of the absolute error (default 0.5), ``>= 0``.
+
         l2_weight: weight of the squared error (default 0.5), ``>= 0``; not both zero.
     """
 
@@ -129,7 +130,9 @@ class PoissonNLLLoss(Loss):
 
     Args:
         log_input: whether the model outputs the log of the rate.
+
         full: whether to add the Stirling term (default False).
+
         eps: added inside the log when ``log_input=False`` (default 1e-8), ``> 0``.
     """
 
@@ -181,7 +184,9 @@ class GaussianNLLLoss(Loss):
 
     Args:
         var: output or tensor name of the variance, or a positive number.
+
         full: add the constant ``log(2π)/2`` (default False).
+
         eps: lower clamp of the variance, ``> 0`` (default 1e-6).
     """
 
