@@ -98,8 +98,13 @@ def seed_spec(
     reg = get_registry().lookup("loss", score_name)
     options = dict(kwargs)
     options.setdefault("reduction", SEED_REDUCTIONS.get(reg.name, reg.cls.default_reduction))
+    if reg.cls.has_target:  # a triplet loss has no label input to name
+        options["target"] = label_name
+    if weight_name is not None:
+        # An option weight=[...] is PyTorch's class weight: the input goes to sample_weight.
+        options["sample_weight" if "weight" in options else "weight"] = weight_name
     _check_options(reg.cls, reg.name, options)
-    spec: Spec = reg.cls(output_index, target=label_name, weight=weight_name, **options).as_spec()
+    spec: Spec = reg.cls(output_index, **options).as_spec()
     for regularizer in penalty_terms(penalty):
         spec = spec + regularizer
     return spec

@@ -253,3 +253,17 @@ def test_zero_initialised_logistic_regression_takes_the_right_first_step():
     trainer.fit(X, y)
     expected = -(X.T @ (0.5 - y)) / len(X)
     np.testing.assert_allclose(trainer.get_state()["coef"], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_add_loss_output_takes_the_new_losses():
+    """No label for a triplet loss; PyTorch's weight beside the sample-weight input."""
+    triplet = onnxloss.add_loss_output(
+        triplet_model(), "triplet_margin", output_index="anchor", positive="positive",
+        negative="negative", weight_name="w",
+    )  # fmt: skip
+    assert [i.name for i in triplet.graph.input] == ["P", "w"]
+    ce = onnxloss.add_loss_output(
+        example_model("cross_entropy"), "cross_entropy", weight_name="w", weight=[1.0, 2.0, 0.5]
+    )
+    meta = onnxloss.read_metadata(ce)
+    assert meta["weights"] == ["w"] and "weight=[1.0, 2.0, 0.5]" in meta["terms"][0]
