@@ -155,9 +155,10 @@ class BCELoss(TorchWeight):
         e = g.Neg(g.Add(g.Mul(y, clamped_log(p)), g.Mul(g.Sub(1.0, y), clamped_log(q))))
         # At p = 0 (p = 1) the value is the constant -100·y (-100·(1 - y)); add a line of
         # zero value and PyTorch's slope (p - y)/ε there, so the gradient is PyTorch's.
-        at_zero = g.Sub(g.Mul(y, -BCE_LOG_FLOOR), g.Mul(g.Div(y, TORCH_EPSILON), p))
+        eps = max(TORCH_EPSILON, tiny)  # 1e-12 is 0 in float16
+        at_zero = g.Sub(g.Mul(y, -BCE_LOG_FLOOR), g.Mul(g.Div(y, eps), p))
         not_y = g.Sub(1.0, y)
-        at_one = g.Sub(g.Mul(not_y, -BCE_LOG_FLOOR), g.Mul(g.Div(not_y, TORCH_EPSILON), q))
+        at_one = g.Sub(g.Mul(not_y, -BCE_LOG_FLOOR), g.Mul(g.Div(not_y, eps), q))
         return g.Where(g.Equal(p, 0.0), at_zero, g.Where(g.Equal(p, 1.0), at_one, e))
 
 
