@@ -103,6 +103,9 @@ class BCELoss(TorchWeight):
     float32). For ``0 < p(1 - p) < ε`` PyTorch caps the gradient's denominator at ``ε``
     while onnxloss gives the derivative of the value, ``w_c·(p - y)/(p(1 - p))``.
 
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i`` and
+    ``"elementwise_mean"`` (PyTorch's ``"mean"``) the sum divided by the number of elements.
+
     Args:
         eps: None (default) for PyTorch's clamp; a number in ``(0, 0.5)`` clips ``p`` to
             ``[eps, 1 - eps]`` instead (onnxloss's former default, 1e-6).
@@ -383,6 +386,9 @@ class LogLoss(_ClassIndexLoss):
     """Multi-class log loss on probabilities (scikit-learn ``log_loss``): clip ``p`` to
     ``[eps, 1 - eps]``, renormalise each row, ``l_i = -log p_{i, y_i}``.
 
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i``; one value
+    per sample, so ``"elementwise_mean"`` is ``"mean"``.
+
     Args:
         eps: clipping bound, in ``(0, 0.5)`` (default 1e-6).
     """
@@ -425,6 +431,9 @@ class BinaryLogLoss(LogLoss):
     ``add_loss_output`` 'log' score): clip ``p`` to ``[eps, 1 - eps]``, renormalise each row,
     ``l_i = -log p_{i, y_i}``; ``add_loss_output`` reduces it with ``"mean"``:
     ``-(1/N) Σ_i w_i log p_{i, y_i}``.
+
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i``; one value
+    per sample, so ``"elementwise_mean"`` is ``"mean"``.
     """
 
     name = "log"

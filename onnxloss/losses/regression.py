@@ -21,6 +21,9 @@ class MSELoss(Loss):
 
     With ``reduction="sum"`` (as in ``add_loss_output``) the loss is
     ``Σ_i w_i Σ_j d_ij²``; with ``"mean"``, that divided by the batch size ``N``.
+
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i`` and
+    ``"elementwise_mean"`` (PyTorch's ``"mean"``) the sum divided by the number of elements.
     """
 
     name = "squared_error"
@@ -31,7 +34,11 @@ class MSELoss(Loss):
 
 
 class L1Loss(Loss):
-    """Absolute error: ``e_ij = |f_ij - y_ij|``; reduced as described in :mod:`onnxloss.terms`."""
+    """Absolute error: ``e_ij = |f_ij - y_ij|``; reduced as described in :mod:`onnxloss.terms`.
+
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i`` and
+    ``"elementwise_mean"`` (PyTorch's ``"mean"``) the sum divided by the number of elements.
+    """
 
     name = "absolute_error"
     aliases = ("l1", "mae")
@@ -42,6 +49,9 @@ class L1Loss(Loss):
 
 class ElasticLoss(Loss):
     """Elastic error: ``e_ij = l1_weight·|d_ij| + l2_weight·d_ij²`` with ``d = f - y``.
+
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i`` and
+    ``"elementwise_mean"`` (PyTorch's ``"mean"``) the sum divided by the number of elements.
 
     Args:
         l1_weight: weight of the absolute error (default 0.5), ``>= 0``.
@@ -73,6 +83,9 @@ class HuberLoss(Loss):
     Computed as ``m²/2 + delta·(a - m)`` with ``m = min(a, delta)``, which has a gradient
     everywhere the runtime needs one.
 
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i`` and
+    ``"elementwise_mean"`` (PyTorch's ``"mean"``) the sum divided by the number of elements.
+
     Args:
         delta: where the loss turns from quadratic to linear, ``> 0`` (default 1.0).
     """
@@ -98,6 +111,9 @@ class SmoothL1Loss(Loss):
 
     Computed as ``m²/(2·beta) + (a - m)`` with ``m = min(a, beta)``; it equals
     ``HuberLoss(delta=beta) / beta``.
+
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i`` and
+    ``"elementwise_mean"`` (PyTorch's ``"mean"``) the sum divided by the number of elements.
 
     Args:
         beta: where the loss turns from quadratic to linear, ``>= 0`` (default 1.0).
@@ -127,6 +143,9 @@ class PoissonNLLLoss(Loss):
     * ``log_input=False``: the output is ``λ``; ``e = f - y·log(f + eps)``.
     * ``full=True`` adds Stirling's approximation of ``log(y!)``,
       ``y·log y - y + log(2πy)/2``, where ``y > 1`` (it does not depend on ``f``).
+
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i`` and
+    ``"elementwise_mean"`` (PyTorch's ``"mean"``) the sum divided by the number of elements.
 
     Args:
         log_input: whether the model outputs the log of the rate.
@@ -251,6 +270,9 @@ class GaussianNLLLoss(Loss):
 class QuantileLoss(Loss):
     """Pinball loss of quantile ``q`` (scikit-learn ``mean_pinball_loss``): with
     ``d = y - f``, ``e = q·max(d, 0) + (1 - q)·max(-d, 0)``.
+
+    Reductions: ``"sum"`` is ``Σ_i w_i l_i``, ``"mean"`` ``(1/N) Σ_i w_i l_i`` and
+    ``"elementwise_mean"`` (PyTorch's ``"mean"``) the sum divided by the number of elements.
 
     Args:
         quantile: the quantile ``q`` to estimate, in ``(0, 1)`` (default 0.5, half the
