@@ -96,10 +96,16 @@ def seed_spec(
 ) -> Spec:
     """The :class:`Spec` that ``add_loss_output`` applies for these arguments."""
     reg = get_registry().lookup("loss", score_name)
+    _check_set_by(reg.cls, reg.name, kwargs)
     options = dict(kwargs)
     options.setdefault("reduction", SEED_REDUCTIONS.get(reg.name, reg.cls.default_reduction))
+    if reg.cls.has_target:  # a triplet loss has no label input to name
+        options["target"] = label_name
+    if weight_name is not None:
+        # An option weight=[...] is PyTorch's class weight: the input goes to sample_weight.
+        options["sample_weight" if "weight" in options else "weight"] = weight_name
     _check_options(reg.cls, reg.name, options)
-    spec: Spec = reg.cls(output_index, target=label_name, weight=weight_name, **options).as_spec()
+    spec: Spec = reg.cls(output_index, **options).as_spec()
     for regularizer in penalty_terms(penalty):
         spec = spec + regularizer
     return spec
@@ -118,22 +124,31 @@ def accepted_options(cls: type[Loss]) -> set[str]:
         }
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             break
-    return names - {"self", "output"}
+    # ``predictions`` is how a subclass hands its named predictions (``output2=``...) to
+    # Loss: the caller names them, never the mapping.
+    return names - {"self", "output", "predictions"}
 
 
 #: Term arguments that ``add_loss_output`` sets from its own parameters.
 _SET_BY = {"target": "label_name", "weight": "weight_name", "output": "output_index"}
 
 
-def _check_options(cls: type[Loss], name: str, options: dict[str, object]) -> None:
-    """Unknown options name the loss and list what it accepts (not a bare TypeError)."""
-    for option, parameter in _SET_BY.items():
+def _check_set_by(cls: type[Loss], name: str, options: Mapping[str, object]) -> None:
+    """The caller's options must not set what add_loss_output's own parameters set."""
+    set_by = dict(_SET_BY)
+    if "sample_weight" in accepted_options(cls):
+        del set_by["weight"]  # there ``weight`` is PyTorch's class weight, an option
+    for option, parameter in set_by.items():
         if option in options:
             raise CoefficientError(
                 f"add_loss_output: {option}={options[option]!r} is not an option of loss "
                 f"'{name}'; add_loss_output sets it from {parameter}, so pass "
                 f"{parameter}={options[option]!r} instead"
             )
+
+
+def _check_options(cls: type[Loss], name: str, options: dict[str, object]) -> None:
+    """Unknown options name the loss and list what it accepts (not a bare TypeError)."""
     accepted = accepted_options(cls)
     unknown = sorted(set(options) - accepted)
     if unknown:

@@ -24,7 +24,8 @@ from .errors import MetadataError
 #: Key of the model metadata entry in which the rewriter records what it added.
 METADATA_KEY = "onnxloss"
 METADATA_FORMAT = 1
-REDUCTIONS = ("sum", "mean", "mixed")
+#: What ``reduction`` may say: one reduction for every loss term, or "mixed".
+REDUCTIONS = ("sum", "mean", "elementwise_mean", "mixed")
 
 
 def read_metadata(model: onnx.ModelProto) -> dict | None:
@@ -79,6 +80,7 @@ def _parse(text: str, model: onnx.ModelProto) -> dict:
     terms = meta.get("terms", [])
     if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
         raise _malformed(f"'terms' must be a list of strings, got {terms!r}")
+    _check_later_keys(meta)
     inputs = {i.name for i in model.graph.input}
     absent = [n for n in (*targets, *weights) if n not in inputs]
     if absent:
@@ -87,6 +89,35 @@ def _parse(text: str, model: onnx.ModelProto) -> dict:
             f"are {sorted(inputs)}"
         )
     return meta
+
+
+def _check_later_keys(meta: dict) -> None:
+    """The keys added after the first format (older models lack them): ``reductions``,
+    ``labels`` (target → ``{"classes": C or null, "ignore_index": k}``, or ``"end": -1`` for
+    a list of classes ended by -1) and ``losses``."""
+    reductions = meta.get("reductions", [])
+    if not isinstance(reductions, list) or not all(r in REDUCTIONS[:-1] for r in reductions):
+        raise _malformed(
+            f"'reductions' must list reductions of {REDUCTIONS[:-1]}, got {reductions!r}"
+        )
+    labels = meta.get("labels", {})
+    if not isinstance(labels, dict):
+        raise _malformed(f"'labels' must map target inputs to class counts, got {labels!r}")
+    for target, info in labels.items():
+        ok = (
+            target in meta["targets"]
+            and isinstance(info, dict)
+            and (info.get("classes") is None or (_is_int(info["classes"]) and info["classes"] > 0))
+            and all(info.get(k) is None or _is_int(info[k]) for k in ("ignore_index", "end"))
+        )
+        if not ok:
+            raise _malformed(
+                f"'labels' entry {target!r} must be a target input with "
+                f"{{'classes': <positive int>, 'ignore_index': <int>}}, got {info!r}"
+            )
+    losses = meta.get("losses", [])
+    if not isinstance(losses, list) or not all(isinstance(item, dict) for item in losses):
+        raise _malformed(f"'losses' must be a list of objects, got {losses!r}")
 
 
 def _is_int(value: object) -> bool:

@@ -50,6 +50,8 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "onnxloss.losses.regression",
     "onnxloss.losses.classification",
+    "onnxloss.losses.margin",
+    "onnxloss.losses.ranking",
     "onnxloss.losses.penalties",
 )
 ENV_DISABLE_AUTOLOAD = "ONNXLOSS_DISABLE_PLUGIN_AUTOLOAD"

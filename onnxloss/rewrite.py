@@ -58,8 +58,10 @@ class BoundLoss:
     coef: float
     term: Loss
     prediction: TensorInfo
-    target: TensorInfo
+    target: TensorInfo | None
     weight: TensorInfo | None
+    #: The tensor each of the term's ``extra_predictions`` binds, by keyword name.
+    others: dict[str, TensorInfo] = field(default_factory=dict)
 
 
 @dataclass
@@ -203,54 +205,20 @@ def _bind(state: LossRewrite) -> None:
     single = len(set(outputs)) == 1  # losses on one output share the default "label"
     for (coef, term), output in zip(spec.losses, outputs, strict=True):
         what = f"loss {term!r}"
-        if not output:
-            raise OutputSelectionError(
-                f"{what}: the output it binds has an empty name (''), which ONNX does not "
-                "allow for a graph output; name the output in the model"
-            )
-        prediction = index.tensor_info(output)
-        if prediction is None:
-            kind = index.value_kind(output)
-            hint = (
-                " (for a scikit-learn classifier converted by skl2onnx, convert with "
-                "options={'zipmap': False} to get a probability tensor)"
-                if kind in ("sequence_type", "map_type")
-                else ""
-            )
-            raise DtypeError(
-                f"{what}: output '{output}' is not a tensor (it is a {kind}); a loss needs a "
-                f"float tensor{hint}"
-            )
-        if not prediction.has_known_type:
-            raise DtypeError(
-                f"{what}: output {prediction.describe()} has an element type ONNX does not "
-                "define, so the model is malformed; declare the output's real type"
-            )
-        if not prediction.is_float:
-            raise DtypeError(
-                f"{what}: output {prediction.describe()} is not a float tensor; bind the loss "
-                "to a FLOAT/DOUBLE/FLOAT16/BFLOAT16 output (e.g. probabilities or scores, not "
-                "predicted labels)"
-            )
-        if prediction.shape is None:
-            raise ShapeError(
-                f"{what}: output '{output}' has no declared rank, so the target input cannot be "
-                "typed; declare its shape (onnx.shape_inference.infer_shapes can fill it in)"
-            )
-        if prediction.rank == 0:
-            raise ShapeError(
-                f"{what}: output {prediction.describe()} is a scalar; a loss needs a batch "
-                "axis first (shape [N] or [N, ...]), one row per sample"
-            )
+        prediction = _float_tensor(index, output, what, "output")
         term.check_prediction(prediction)
-        target_name = term.target or ("label" if single else f"{output}_label")
-        target = term.target_info(prediction).renamed(target_name)
-        _add_input(state, new_inputs, target, f"target of {what}")
+        others = {role: _bind_other(index, term, role, prediction) for role in term.predictions}
+        term.check_predictions(prediction, others)
+        target = None
+        if term.has_target:
+            target_name = term.target or ("label" if single else f"{output}_label")
+            target = term.target_info(prediction).renamed(target_name)
+            _add_input(state, new_inputs, target, f"target of {what}")
         weight = None
         if term.weight is not None:
             weight = TensorInfo(term.weight, prediction.elem_type, (prediction.batch_dim,))
             _add_input(state, new_inputs, weight, f"sample weight of {what}")
-        state.losses.append(BoundLoss(coef, term, prediction, target, weight))
+        state.losses.append(BoundLoss(coef, term, prediction, target, weight, others))
     elem_types = {b.prediction.elem_type for b in state.losses}
     if len(elem_types) > 1:
         described = ", ".join(b.prediction.describe() for b in state.losses)
@@ -278,6 +246,73 @@ def _check_ranges(spec: Spec, elem_type: int) -> None:
         check_representable(f"the coefficient of {term.kind} '{term.name}'", coef, elem_type)
         for option, value in term.hyperparameters().items():
             check_representable(f"{term.kind} '{term.name}' option {option!r}", value, elem_type)
+
+
+def _float_tensor(index: ModelIndex, name: str, what: str, kind: str) -> TensorInfo:
+    """The info of the float tensor ``name`` a loss binds, with a ranked shape."""
+    if not name:
+        raise OutputSelectionError(
+            f"{what}: the {kind} it binds has an empty name (''), which ONNX does not "
+            "allow for a graph output; name the output in the model"
+        )
+    info = index.tensor_info(name)
+    if info is None:
+        value_kind = index.value_kind(name)
+        hint = (
+            " (for a scikit-learn classifier converted by skl2onnx, convert with "
+            "options={'zipmap': False} to get a probability tensor)"
+            if value_kind in ("sequence_type", "map_type")
+            else ""
+        )
+        raise DtypeError(
+            f"{what}: {kind} '{name}' is not a tensor (it is a {value_kind}); a loss needs a "
+            f"float tensor{hint}"
+        )
+    if not info.has_known_type:
+        raise DtypeError(
+            f"{what}: {kind} {info.describe()} has an element type ONNX does not "
+            "define, so the model is malformed; declare the output's real type"
+        )
+    if not info.is_float:
+        raise DtypeError(
+            f"{what}: {kind} {info.describe()} is not a float tensor; bind the loss "
+            "to a FLOAT/DOUBLE/FLOAT16/BFLOAT16 output (e.g. probabilities or scores, not "
+            "predicted labels)"
+        )
+    if info.shape is None:
+        raise ShapeError(
+            f"{what}: {kind} '{name}' has no declared rank, so the target input cannot be "
+            "typed; declare its shape (onnx.shape_inference.infer_shapes can fill it in)"
+        )
+    if info.rank == 0:
+        raise ShapeError(
+            f"{what}: {kind} {info.describe()} is a scalar; a loss needs a batch "
+            "axis first (shape [N] or [N, ...]), one row per sample"
+        )
+    return info
+
+
+def _bind_other(index: ModelIndex, term: Loss, role: str, prediction: TensorInfo) -> TensorInfo:
+    """The tensor one of a loss's further predictions binds: an output by name or position,
+    or any typed tensor of the main graph by name, of the prediction's float type."""
+    what = f"loss {term!r}"
+    ref = term.predictions[role]
+    if ref is None:
+        raise OutputSelectionError(
+            f"{what}: say which output or tensor is the {role}: "
+            f"{type(term).__name__}(..., {role}=<name>)"
+        )
+    if isinstance(ref, str) and index.has_tensor(ref) and ref not in index.output_names:
+        name = ref
+    else:
+        name = index.resolve_output(ref, f"{what}, {role}")
+    info = _float_tensor(index, name, what, role)
+    if info.elem_type != prediction.elem_type:
+        raise DtypeError(
+            f"{what}: {role} {info.describe()} and output {prediction.describe()} must have "
+            "the same float type"
+        )
+    return info
 
 
 def _claim(state: LossRewrite, name: str, what: str) -> None:
@@ -346,12 +381,10 @@ def _attach_step(term: Term) -> Callable[[LossRewrite], None]:
 
 def _attach_loss(g: GraphBuilder, b: BoundLoss) -> Value:
     with g.scope(b.term.name, dtype=b.prediction.dtype):
-        per_sample = b.term.per_sample(g, g.input(b.prediction), g.input(b.target), b.prediction)
-        if b.weight is not None:
-            per_sample = g.Mul(per_sample, g.input(b.weight))
-        reduced = (
-            g.reduce_sum(per_sample) if b.term.reduction == "sum" else g.reduce_mean(per_sample)
-        )
+        target = None if b.target is None else g.input(b.target)
+        weight = None if b.weight is None else g.input(b.weight)
+        others = {role: g.input(info) for role, info in b.others.items()}
+        reduced = b.term.reduced(g, g.input(b.prediction), target, b.prediction, weight, **others)
         return reduced if b.coef == 1.0 else g.Mul(reduced, b.coef)
 
 
@@ -455,14 +488,35 @@ def _metadata_key(model: onnx.ModelProto) -> str:
 
 
 def _metadata(state: LossRewrite) -> dict:
-    """What a trainer needs to feed the model: targets, weights, reductions."""
+    """What a trainer needs to feed the model: targets, weights, reductions, and (keys added
+    later, so older readers keep working) each loss's bindings and the class-index label
+    ranges to check before training."""
     reductions = sorted({b.term.reduction for b in state.losses})
+    labels = {}
+    for b in state.losses:
+        info = b.term.label_info(b.prediction) if b.target is not None else None
+        if info is not None:
+            labels[b.target.name] = info
     return {
         "format": METADATA_FORMAT,
         "loss": state.loss_name,
         "reduction": reductions[0] if len(reductions) == 1 else "mixed",
-        "targets": {b.target.name: b.prediction.name for b in state.losses},
+        "reductions": reductions,
+        "targets": {b.target.name: b.prediction.name for b in state.losses if b.target},
         "weights": sorted({b.weight.name for b in state.losses if b.weight is not None}),
+        "labels": labels,
+        "losses": [
+            {
+                "predictions": {
+                    "output": b.prediction.name,
+                    **{role: info.name for role, info in b.others.items()},
+                },
+                "target": None if b.target is None else b.target.name,
+                "weight": None if b.weight is None else b.weight.name,
+                "reduction": b.term.reduction,
+            }
+            for b in state.losses
+        ],
         "terms": [f"{c!r} * {t!r}" if c != 1.0 else repr(t) for c, t in state.spec.items],
     }
 

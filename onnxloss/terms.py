@@ -17,25 +17,38 @@ per-sample weights ``w_i`` (default 1) and ``N`` the batch size:
 
 * ``reduction="sum"``:  ``Σ_i w_i l_i``
 * ``reduction="mean"``: ``(1/N) Σ_i w_i l_i``  (the mean per-sample loss)
+* ``reduction="elementwise_mean"``: ``Σ_i w_i l_i / Σ_i c_i``, PyTorch's ``"mean"``: the
+  mean over every element of the loss PyTorch computes with ``reduction="none"``, where
+  ``c_i`` is the number of those elements in sample ``i`` (:meth:`Loss.element_count`):
+  every element of the prediction for an elementwise loss (``MSELoss``: ``N·M`` in all),
+  one per sample for a per-sample loss (``TripletMarginLoss``), and for class-index losses
+  the sum of the class weights of the labels that are not ``ignore_index`` (PyTorch's
+  weighted mean).
 
-Note that ``"mean"`` averages over samples, not over every element as PyTorch's
-``MSELoss`` does; on a one-column output the two coincide.
+``"mean"`` averages over samples, not over every element; on a one-column output the
+two coincide. Sample weights ``w_i`` scale the numerator only, in every reduction. A loss
+that ignores some labels (``ignore_index``) leaves the ignored elements out of the sum and
+``"mean"`` counts only the samples with an element left (:meth:`Loss.sample_mask`); when
+nothing is left the loss is 0 (PyTorch gives NaN), so one empty batch does not stop
+training.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from .errors import CoefficientError, OutputSelectionError
+import numpy as np
+
+from .errors import CoefficientError, OutputSelectionError, ShapeError
 
 if TYPE_CHECKING:
     from .builder import GraphBuilder, Value
     from .tensor_info import TensorInfo
 
-REDUCTIONS = ("sum", "mean")
+REDUCTIONS = ("sum", "mean", "elementwise_mean")
 
 
 def check_number(
@@ -98,6 +111,26 @@ def _numbers(value: object) -> list[float]:
         if value.dtype.kind in "iuf":
             return [float(x) for x in value.ravel()]
     return []
+
+
+def check_numbers(
+    what: str, values: object, *, low: float | None = None, length: int | None = None
+) -> tuple[float, ...]:
+    """``values`` (a sequence or 1-D array of real numbers, e.g. PyTorch's class ``weight``)
+    as a non-empty tuple of finite floats, each ``>= low``, else a :class:`CoefficientError`."""
+    if isinstance(values, str | bytes | numbers.Number) or not isinstance(
+        values, Iterable | np.ndarray
+    ):
+        raise CoefficientError(f"{what} must be a list of numbers, got {values!r}")
+    array = np.asarray(values, dtype=object)
+    if array.ndim != 1 or array.size == 0:
+        raise CoefficientError(
+            f"{what} must be a non-empty 1-D list of numbers, got shape {list(array.shape)}"
+        )
+    out = tuple(check_number(f"{what}[{i}]", v, low=low) for i, v in enumerate(array.tolist()))
+    if length is not None and len(out) != length:
+        raise CoefficientError(f"{what} must have {length} values, got {len(out)}")
+    return out
 
 
 class _Composable:
@@ -171,6 +204,12 @@ class Loss(Term):
     The core does the per-sample sum, the sample weighting and the reduction (see the module
     docstring), so a subclass never handles weights or reductions itself.
 
+    A loss that compares several predictions (ranking, embedding and triplet losses) lists
+    the keyword names of the others in :attr:`extra_predictions`; each binds a model output
+    or tensor by name, as ``output`` does, and reaches :meth:`per_sample` (and the other
+    hooks) as a keyword argument of that name. A loss without a target (a triplet loss) sets
+    :attr:`has_target` to False: it adds no target input and receives ``target=None``.
+
     Args:
         output: the model output (name, or position among the graph outputs) the loss
             applies to; ``None`` when the model has a single output.
@@ -178,12 +217,22 @@ class Loss(Term):
             ``"label"`` when every loss of the spec binds the same output, else
             ``"<output>_label"``.
         weight: name of an optional ``[N]`` graph input of per-sample weights.
-        reduction: ``"sum"`` or ``"mean"``; ``None`` takes the class's
-            ``default_reduction``.
+        reduction: ``"sum"``, ``"mean"`` or ``"elementwise_mean"``; ``None`` takes the
+            class's ``default_reduction``.
+        predictions: for losses with :attr:`extra_predictions`, the output or tensor name
+            each of them binds (subclasses take them as keywords of their own).
     """
 
     kind: ClassVar[str] = "loss"
     default_reduction: ClassVar[str] = "mean"
+    #: Keyword names of the predictions the loss compares besides ``output``.
+    extra_predictions: ClassVar[tuple[str, ...]] = ()
+    #: Whether the loss compares its predictions with a target input.
+    has_target: ClassVar[bool] = True
+    #: What PyTorch's ``reduction="none"`` returns, which ``"elementwise_mean"`` averages:
+    #: ``"elements"`` (one value per element of the prediction) or ``"samples"`` (one
+    #: value per sample).
+    unreduced: ClassVar[str] = "elements"
 
     def __init__(
         self,
@@ -192,6 +241,7 @@ class Loss(Term):
         target: str | None = None,
         weight: str | None = None,
         reduction: str | None = None,
+        predictions: Mapping[str, str | int | None] | None = None,
     ):
         if output is not None and (
             isinstance(output, bool) or not isinstance(output, int | str) or output == ""
@@ -204,18 +254,48 @@ class Loss(Term):
                 raise OutputSelectionError(
                     f"{type(self).__name__}: {label} must be a non-empty input name, got {value!r}"
                 )
+        if target is not None and not self.has_target:
+            raise OutputSelectionError(
+                f"{type(self).__name__} compares predictions only and has no target input; "
+                f"drop target={target!r}"
+            )
         reduction = self.default_reduction if reduction is None else reduction
         if not isinstance(reduction, str) or reduction not in REDUCTIONS:
             raise CoefficientError(
                 f"{type(self).__name__}: reduction must be one of {REDUCTIONS}, got {reduction!r}"
             )
+        if predictions is not None and not isinstance(predictions, Mapping):
+            raise OutputSelectionError(
+                f"{type(self).__name__}: predictions must map {list(self.extra_predictions)} to "
+                f"output or tensor names, got {predictions!r}"
+            )
+        predictions = dict(predictions or {})
+        unknown = sorted(set(predictions) - set(self.extra_predictions))
+        if unknown:
+            raise OutputSelectionError(
+                f"{type(self).__name__}: unknown prediction(s) {unknown}; it compares "
+                f"{['output', *self.extra_predictions]}"
+            )
+        for role in self.extra_predictions:
+            value = predictions.get(role)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | str) or value == ""
+            ):
+                raise OutputSelectionError(
+                    f"{type(self).__name__}: {role} must be an output or tensor name (or an "
+                    f"output position), got {value!r}"
+                )
         self.output = output
         self.target = target
         self.weight = weight
         self.reduction = reduction
+        #: Output or tensor each of :attr:`extra_predictions` binds (None: not given yet).
+        self.predictions: dict[str, str | int | None] = {
+            role: predictions.get(role) for role in self.extra_predictions
+        }
 
     def options(self) -> dict[str, object]:
-        opts: dict[str, object] = {"output": self.output}
+        opts: dict[str, object] = {"output": self.output, **self.predictions}
         if self.target is not None:
             opts["target"] = self.target
         if self.weight is not None:
@@ -235,22 +315,119 @@ class Loss(Term):
         The core has already checked that the output is a float tensor.
         """
 
+    def check_predictions(self, prediction: TensorInfo, others: Mapping[str, TensorInfo]) -> None:
+        """Check the :attr:`extra_predictions` against ``prediction`` (after
+        :meth:`check_prediction`). Default: each has the prediction's rank and, where both
+        are known, its dimensions."""
+        for role, info in others.items():
+            if info.shape is None or prediction.shape is None:
+                continue
+            same_rank = len(info.shape) == len(prediction.shape)
+            if not same_rank or not all(
+                not (isinstance(a, int) and isinstance(b, int)) or a == b
+                for a, b in zip(info.shape, prediction.shape, strict=True)
+            ):
+                raise ShapeError(
+                    f"loss '{self.name}': {role} {info.describe()} must have the shape of "
+                    f"the output {prediction.describe()}"
+                )
+
     def target_info(self, prediction: TensorInfo) -> TensorInfo:
         """Type and shape of the target input (name ignored). Default: like the prediction."""
         return prediction
+
+    def label_info(self, prediction: TensorInfo) -> dict[str, object] | None:
+        """For class-index targets, what a trainer needs to check labels before training
+        (recorded in the model's metadata, key ``"labels"``): e.g. ``{"classes": C,
+        "ignore_index": -100}``. Default: None (the target holds no class indices)."""
+        return None
 
     def elementwise(self, g: GraphBuilder, prediction: Value, target: Value) -> Value:
         """The loss of every element, shape ``[N, ...]``; the core sums all but axis 0."""
         raise NotImplementedError(f"{type(self).__name__} must implement elementwise()")
 
     def per_sample(
-        self, g: GraphBuilder, prediction: Value, target: Value, info: TensorInfo
+        self, g: GraphBuilder, prediction: Value, target: Value, info: TensorInfo, **others
     ) -> Value:
-        """The loss of each sample, shape ``[N]``; ``info`` describes the prediction.
+        """The loss of each sample, shape ``[N]``; ``info`` describes the prediction and
+        ``others`` holds the :attr:`extra_predictions` by name.
 
         Default: :meth:`elementwise` summed over every axis but the first.
         """
         return g.sum_per_sample(self.elementwise(g, prediction, target), info.rank)
+
+    def sample_mask(
+        self, g: GraphBuilder, prediction: Value, target: Value, info: TensorInfo, **others
+    ) -> Value | None:
+        """``[N]``, 1 for the samples ``"mean"`` counts and 0 for the others (a sample all of
+        whose labels are ``ignore_index``); None (default): every sample counts."""
+        return None
+
+    def element_count(
+        self, g: GraphBuilder, prediction: Value, target: Value, info: TensorInfo, **others
+    ) -> Value | float:
+        """``c_i``, what each sample adds to the denominator of ``"elementwise_mean"``: a
+        python number (the same for every sample) or an ``[N]`` tensor. Default: 1 when
+        :attr:`unreduced` is ``"samples"``, else the number of elements of one sample of the
+        prediction (computed at run time when its shape is not static)."""
+        if self.unreduced == "samples" or info.rank in (None, 0, 1):
+            return 1.0
+        dims = info.shape[1:]
+        if all(isinstance(d, int) for d in dims):
+            return float(math.prod(dims))
+        # Symbolic dimensions: size / batch elements per sample, repeated for each sample.
+        shape = g.Shape(prediction)
+        batch = g.op("Slice", shape, g.const([0], np.int64), g.const([1], np.int64))
+        per_sample = g.Div(g.cast(g.Size(prediction), g.dtype), g.cast(batch, g.dtype))
+        return g.Expand(per_sample, batch)
+
+    # -- what the core calls ---------------------------------------------------------------
+    def reduced(
+        self,
+        g: GraphBuilder,
+        prediction: Value,
+        target: Value | None,
+        info: TensorInfo,
+        weight: Value | None = None,
+        **others: Value,
+    ) -> Value:
+        """The scalar loss: :meth:`per_sample`, times the sample weights, reduced by
+        :attr:`reduction` as the module docstring states."""
+        per_sample = self.per_sample(g, prediction, target, info, **others)
+        mask = count = None
+        if self.reduction == "mean":
+            mask = self.sample_mask(g, prediction, target, info, **others)
+        elif self.reduction == "elementwise_mean":
+            count = self.element_count(g, prediction, target, info, **others)
+        return self.reduce(g, per_sample, weight, mask, count)
+
+    def reduce(
+        self,
+        g: GraphBuilder,
+        per_sample: Value,
+        weight: Value | None,
+        mask: Value | None,
+        count: Value | float | None,
+    ) -> Value:
+        """``per_sample`` (``[N]``) times ``weight`` reduced by :attr:`reduction`, with the
+        :meth:`sample_mask` ``mask`` (``"mean"``) and :meth:`element_count` ``count``
+        (``"elementwise_mean"``; None counts 1 per sample)."""
+        if weight is not None:
+            per_sample = g.Mul(per_sample, weight)
+        if self.reduction == "sum":
+            return g.reduce_sum(per_sample)
+        if self.reduction == "mean":
+            if mask is None:
+                return g.reduce_mean(per_sample)
+            # max(count, 1): a batch with nothing left gives 0 rather than 0/0.
+            return g.Div(g.reduce_sum(per_sample), g.Max(g.reduce_sum(mask), 1.0))
+        if count is None or isinstance(count, numbers.Real):
+            mean = g.reduce_mean(per_sample)
+            return mean if count in (None, 1) else g.Div(mean, float(count))
+        # The floor (the type's smallest normal number) turns 0/0 into 0 when every label
+        # of the batch is ignored; any real count is far above it.
+        floor = float(np.finfo(g.dtype).tiny)
+        return g.Div(g.reduce_sum(per_sample), g.Max(g.reduce_sum(count), floor))
 
 
 class Regularizer(Term):

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import BUILTIN_LOSSES, identity_model, run_model
+from loss_examples import EXAMPLES, example_model
 from onnx import TensorProto
 from onnx import helper as oh
 from onnx import numpy_helper as nh
@@ -28,7 +29,12 @@ DIFFERENTIABLE = {
     "Concat", "Split", "Slice", "Gather", "GatherElements", "Expand", "Tile", "Pad", "Cast",
     "TopK", "Gelu", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Identity",
 }  # fmt: skip
-NO_GRADIENT_NEEDED = {"Constant"}
+#: Bool or int64 outputs (comparisons for Where, label checks, shapes): nothing to
+#: differentiate, whatever they read.
+NO_GRADIENT_NEEDED = {
+    "Constant", "Equal", "Less", "Greater", "GreaterOrEqual", "And", "Or", "Not", "Shape",
+    "Size",
+}  # fmt: skip
 
 
 def rich_model() -> onnx.ModelProto:
@@ -87,12 +93,12 @@ ALL_LOSSES = sorted(BUILTIN_LOSSES)
 
 
 def _term_for(name, model=None):
-    return BUILTIN_LOSSES[name].cls()
+    return EXAMPLES[name].make()
 
 
 def _model_for(name, opset=17):
-    cols = 2 if name == "log" else 3
-    return identity_model(("N", cols), opset=opset)
+    # The outputs each loss binds (class scores, probabilities, several predictions...).
+    return example_model(name, opset=opset)
 
 
 def test_caller_model_never_mutated():

@@ -226,6 +226,8 @@ def test_switches_block_allow_disable_and_trace(site):
     assert {p["name"] for p in data["plugins"]} == {
         "regression",
         "classification",
+        "margin",
+        "ranking",
         "penalties",
         "good",
     }

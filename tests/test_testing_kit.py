@@ -70,7 +70,6 @@ ACTIVATE = 'pytest_plugins = ["onnxloss.testing"]'
 FAST = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--tb=short")
 
 
-
 def install_cube(site, module, dist="onnxloss-cube", name="cube", abs_=GOOD_ABS, scale=GOOD_SCALE):
     source = CUBE.format(name=name, abs=abs_, scale=scale)
     make_dist(site, dist, "1.0", {module: module}, {module: source})
@@ -136,8 +135,8 @@ def test_a_correct_plugin_passes_every_check(pytester, site):
     if HAS_ORT:
         expected.add("test_gradient_matches_reference")
     assert expected <= passed
-    # 3 model kinds x 2 opsets x 2 reductions x 2 weightings (+ 2 float64) per option set.
-    assert by_check["test_matches_reference"]["passed"] == 2 * 26
+    # 3 model kinds x 2 opsets x 3 reductions x 2 weightings (+ 2 float64) per option set.
+    assert by_check["test_matches_reference"]["passed"] == 2 * 38
     assert by_check["test_gradient_matches_reference"] == (
         Counter(passed=4) if HAS_ORT else Counter(skipped=4)
     )
@@ -201,7 +200,7 @@ def test_float32_constants_fail_the_float64_cases(pytester, site):
     by_check, reprec = run(pytester, "-k", "valid_model or matches_reference")
     failures = [r.nodeid for r in reprec.getreports("pytest_runtest_logreport") if r.failed]
     assert failures and all("float64" in nodeid for nodeid in failures)
-    assert by_check["test_matches_reference"]["passed"] == 24  # every float32 case
+    assert by_check["test_matches_reference"]["passed"] == 36  # every float32 case
     assert "emitted an invalid graph" in failure_text(reprec, "test_builds_valid_model")
 
 
@@ -253,7 +252,7 @@ def test_activation_from_the_command_line_and_markers(pytester, site):
     install_cube(site, "cube_cli")
     write_suite(pytester, "cube_cli", activate="")
     result = pytester.runpytest("-p", "onnxloss.testing", *FAST, "-m", "onnxloss_gradients")
-    result.assert_outcomes(**({"passed": 2} if HAS_ORT else {"skipped": 2}), deselected=62)
+    result.assert_outcomes(**({"passed": 2} if HAS_ORT else {"skipped": 2}), deselected=86)
     result.stdout.fnmatch_lines(["onnxloss * conformance kit: opsets 13 and *"])
     result = pytester.runpytest(
         "-p",
@@ -264,7 +263,7 @@ def test_activation_from_the_command_line_and_markers(pytester, site):
         "-m",
         "onnxloss_conformance and not onnxloss_gradients",
     )
-    result.assert_outcomes(passed=1, deselected=63)
+    result.assert_outcomes(passed=1, deselected=87)
 
 
 REGULARIZER = '''

@@ -134,3 +134,17 @@ def test_a_value_spoiled_after_the_check_is_still_named_at_its_step():
         trainer.fit(data, Y)
     assert not isinstance(info.value, onnxloss.ConvergenceError)
     assert all(np.isfinite(v).all() for v in trainer.get_state().values())
+
+
+def test_labels_outside_the_classes_are_refused_before_training():
+    """The rewriter records the class count (and ignore_index): the trainer checks labels."""
+    rng = np.random.default_rng(0)
+    Xc = rng.normal(size=(20, 2))
+    model = onnxloss.rewrite(mlp((2, 4, 3)), onnxloss.CrossEntropyLoss(ignore_index=-100))
+    labels = rng.integers(0, 3, size=20)
+    labels[4] = -100  # ignored: fine
+    OrtGradientOptimizer(model, max_iter=1).fit(Xc, labels)
+    for bad in (3, -1):
+        labels[9] = bad
+        with pytest.raises(onnxloss.OnnxLossError, match=f"label {bad} .*classes 0..2"):
+            OrtGradientOptimizer(model, max_iter=1).fit(Xc, labels)

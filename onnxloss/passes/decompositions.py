@@ -18,28 +18,40 @@ import numpy as np
 
 from ..builder import GraphBuilder, Value
 from ..errors import OnnxLossError
+from ..losses.functions import softplus as stable_softplus
 from .node_rules import NodeRule, NodeView, ReplaceNodes
 
 
-def stable_softplus(g: GraphBuilder, x: Value) -> Value:
-    """``(x + |x|)/2 + log(1 + exp(-|x|))``: no overflow, and its gradient is exactly
-    ``sigmoid(x)``, ``1/2`` at 0 included (``Relu`` would give 0 there)."""
-    a = g.Abs(x)
-    return g.Add(g.Mul(g.Add(x, a), 0.5), g.Log(g.Add(g.Exp(g.Neg(a)), 1.0)))
+def _negative_branch(g: GraphBuilder, x: Value) -> Value:
+    """``x`` where ``x <= 0``, else 0: the argument of ``exp`` in the ``x <= 0`` branch of
+    the ELU family. No overflow in the branch not taken, and at ``x = 0`` the gradient goes
+    to this branch whole (``Min(x, 0)`` splits a tie in halves in onnxruntime-training)."""
+    return g.Where(g.Greater(x, 0.0), 0.0, x)
 
 
-def _negative_part_exp(g: GraphBuilder, x: Value, scale: float = 1.0) -> Value:
-    """``exp(min(x, 0) / scale) - 1``: zero for ``x >= 0``, never overflows."""
-    m = g.Min(x, 0.0)
+def _elu_like(g: GraphBuilder, x: Value, alpha: float, scale: float = 1.0) -> Value:
+    """``x if x > 0 else alpha·(exp(x/scale) - 1)``, as
+    ``Where(x > 0, x, alpha·(Exp(Where(x > 0, 0, x)/scale) - 1))``: the gradient at 0 is
+    the left one, ``alpha/scale``, as PyTorch's (``Relu'(0) = 0`` and ``Min``'s tie would
+    give half of it)."""
+    m = _negative_branch(g, x)
     if scale != 1.0:
         m = g.Div(m, scale)
-    return g.Sub(g.Exp(m), 1.0)
+    return g.Where(g.Greater(x, 0.0), x, g.Mul(g.Sub(g.Exp(m), 1.0), alpha))
+
+
+def _unit_clip(g: GraphBuilder, z: Value) -> Value:
+    """``min(max(z, 0), 1)`` whose gradient is 0 at ``z = 0`` and ``z = 1``, as PyTorch's
+    hardsigmoid and hardswish (``Clip`` passes the gradient at its bounds)."""
+    return g.Where(g.Greater(z, 0.0), g.Where(g.Less(z, 1.0), z, 1.0), 0.0)
 
 
 class DecomposeSoftplus(NodeRule):
     """``Softplus(x) = log(1 + exp(x))`` as ``(x + |x|)/2 + Log(1 + Exp(-|x|))``.
 
-    Stable: exact ``x`` for large ``x`` where ``Log(1 + Exp(x))`` overflows in float32 (x ≳ 88).
+    Stable: exact ``x`` for large ``x`` where ``Log(1 + Exp(x))`` overflows in float32 (x ≳ 88),
+    and its gradient is exactly ``sigmoid(x)``, ``1/2`` at 0 included, whatever gradient the
+    runtime gives ``Abs`` at 0 (:func:`onnxloss.losses.functions.softplus`).
     """
 
     op_type = "Softplus"
@@ -51,66 +63,69 @@ class DecomposeSoftplus(NodeRule):
 
 class DecomposeElu(NodeRule):
     """``Elu(x) = x if x > 0 else alpha·(exp(x) - 1)`` as
-    ``Relu(x) + alpha·(Exp(Min(x, 0)) - 1)`` (no overflow in the branch not taken)."""
+    ``Where(x > 0, x, alpha·(Exp(Where(x > 0, 0, x)) - 1))``: no overflow in the branch not
+    taken, and the gradient at 0 is ``alpha`` (PyTorch's)."""
 
     op_type = "Elu"
-    formula = "Relu(x) + alpha·(Exp(Min(x, 0)) - 1)"
+    formula = "Where(x > 0, x, alpha·(Exp(Where(x > 0, 0, x)) - 1))"
 
     def build(self, g, view, inputs):
-        x = inputs[0]
-        return [g.Add(g.Relu(x), g.Mul(_negative_part_exp(g, x), view.attr("alpha", 1.0)))]
+        return [_elu_like(g, inputs[0], view.attr("alpha", 1.0))]
 
 
 class DecomposeSelu(NodeRule):
     """``Selu(x) = gamma·x if x > 0 else gamma·alpha·(exp(x) - 1)`` as
-    ``gamma·Relu(x) + (alpha·gamma)·(Exp(Min(x, 0)) - 1)``."""
+    ``gamma·Where(x > 0, x, alpha·(Exp(Where(x > 0, 0, x)) - 1))`` (gradient
+    ``gamma·alpha`` at 0, PyTorch's)."""
 
     op_type = "Selu"
-    formula = "gamma·Relu(x) + (alpha·gamma)·(Exp(Min(x, 0)) - 1)"
+    formula = "gamma·Where(x > 0, x, alpha·(Exp(Where(x > 0, 0, x)) - 1))"
 
     def build(self, g, view, inputs):
-        x = inputs[0]
         alpha, gamma = view.attr("alpha"), view.attr("gamma")
-        return [g.Add(g.Mul(g.Relu(x), gamma), g.Mul(_negative_part_exp(g, x), alpha * gamma))]
+        return [g.Mul(_elu_like(g, inputs[0], alpha), gamma)]
 
 
 class DecomposeCelu(NodeRule):
     """``Celu(x) = max(0, x) + min(0, alpha·(exp(x/alpha) - 1))`` as
-    ``Relu(x) + alpha·(Exp(Min(x, 0)/alpha) - 1)``."""
+    ``Where(x > 0, x, alpha·(Exp(Where(x > 0, 0, x)/alpha) - 1))`` (gradient 1 at 0, where
+    ``Celu`` is smooth)."""
 
     op_type = "Celu"
-    formula = "Relu(x) + alpha·(Exp(Min(x, 0)/alpha) - 1)"
+    formula = "Where(x > 0, x, alpha·(Exp(Where(x > 0, 0, x)/alpha) - 1))"
 
     def build(self, g, view, inputs):
-        x = inputs[0]
         alpha = view.attr("alpha", 1.0)
-        return [g.Add(g.Relu(x), g.Mul(_negative_part_exp(g, x, alpha), alpha))]
+        return [_elu_like(g, inputs[0], alpha, scale=alpha)]
 
 
 class DecomposeHardSigmoid(NodeRule):
-    """``HardSigmoid(x) = max(0, min(1, alpha·x + beta))`` as ``Clip(alpha·x + beta, 0, 1)``."""
+    """``HardSigmoid(x) = max(0, min(1, alpha·x + beta))`` as
+    ``Where(z > 0, Where(z < 1, z, 1), 0)`` with ``z = alpha·x + beta`` (gradient 0 at the
+    two corners, as PyTorch's; ``Clip`` would pass it there)."""
 
     op_type = "HardSigmoid"
-    formula = "Clip(alpha·x + beta, 0, 1)"
+    formula = "Where(z > 0, Where(z < 1, z, 1), 0), z = alpha·x + beta"
 
     def build(self, g, view, inputs):
         z = g.Add(g.Mul(inputs[0], view.attr("alpha")), view.attr("beta"))
-        return [g.clip(z, 0.0, 1.0)]
+        return [_unit_clip(g, z)]
 
 
 _ONE_SIXTH = float(np.float32(1.0 / 6.0))
 
 
 class DecomposeHardSwish(NodeRule):
-    """``HardSwish(x) = x·max(0, min(1, x/6 + 1/2))`` as ``x·Clip(x·(1/6) + 0.5, 0, 1)``."""
+    """``HardSwish(x) = x·max(0, min(1, x/6 + 1/2))`` as ``x·Where(z > 0, Where(z < 1, z, 1),
+    0)`` with ``z = x·(1/6) + 0.5`` (gradient 0 at -3 and 1 at 3, as PyTorch's)."""
 
     op_type = "HardSwish"
-    formula = "x·Clip(x/6 + 1/2, 0, 1)"
+    formula = "x·Where(z > 0, Where(z < 1, z, 1), 0), z = x/6 + 1/2"
 
     def build(self, g, view, inputs):
         x = inputs[0]
         # 1/6 rounded to float32, as onnxruntime and onnx.reference use it in every precision
-        return [g.Mul(x, g.clip(g.Add(g.Mul(x, _ONE_SIXTH), 0.5), 0.0, 1.0))]
+        return [g.Mul(x, _unit_clip(g, g.Add(g.Mul(x, _ONE_SIXTH), 0.5)))]
 
 
 class DecomposeSoftsign(NodeRule):
@@ -125,7 +140,8 @@ class DecomposeSoftsign(NodeRule):
 
 
 class DecomposeMish(NodeRule):
-    """``Mish(x) = x·tanh(softplus(x))`` with the stable softplus of :class:`DecomposeSoftplus`."""
+    """``Mish(x) = x·tanh(softplus(x))`` with the stable, exact-gradient softplus of
+    :class:`DecomposeSoftplus`."""
 
     op_type = "Mish"
     formula = "x·Tanh((x + |x|)/2 + Log(1 + Exp(-|x|)))"

@@ -277,10 +277,25 @@ class Conformance:
             pytest.skip(f"onnxruntime-training is not usable here: {problem}")
 
 
+@dataclass
+class _Draw:
+    """One batch for a loss model: what is fed, and what the reference sees (float64)."""
+
+    feeds: dict[str, np.ndarray]
+    prediction: np.ndarray
+    target: np.ndarray | None
+    others: dict[str, np.ndarray]
+
+
 class LossConformance(Conformance):
     """The conformance suite of a loss. Set :attr:`term`, :attr:`distribution`, and
     implement :meth:`reference`; override :meth:`sample` when the loss needs predictions or
     targets of a particular domain (probabilities, class indices, counts...).
+
+    A loss that compares several predictions (its ``extra_predictions``) is bound to toy
+    outputs ``pred`` and ``pred_<role>`` (shapes :attr:`extra_prediction_shapes`); its
+    :meth:`sample` returns the others as a third item and :meth:`reference` receives them as
+    keywords. A loss without a target gets ``target=None``.
 
     Example::
 
@@ -300,28 +315,67 @@ class LossConformance(Conformance):
     term: ClassVar[type[Loss]]
     #: Shape of one sample of the prediction: the output is ``[N, *prediction_shape]``.
     prediction_shape: ClassVar[tuple[int, ...]] = (3,)
+    #: Shape of one sample of each extra prediction, by role (default: the prediction's).
+    extra_prediction_shapes: ClassVar[Mapping[str, tuple[int, ...]]] = {}
     #: Per-sample shapes :meth:`Loss.check_prediction` must refuse (with an OnnxLossError
     #: naming the output).
     invalid_prediction_shapes: ClassVar[Sequence[tuple[int, ...]]] = ()
     #: Float types checked besides float32 (on a few cases only).
     extra_dtypes: ClassVar[tuple[str, ...]] = ("float64",)
+    #: Reductions every build is checked with.
+    reductions: ClassVar[tuple[str, ...]] = ("sum", "mean", "elementwise_mean")
 
     # -- what an author writes ------------------------------------------------------------------
     def reference(self, prediction: np.ndarray, target: np.ndarray, **options) -> np.ndarray:
-        """The loss in numpy (float64): elementwise, shaped like ``prediction``, or per
-        sample, shape ``[N]``. The suite sums per sample, weights and reduces."""
+        """The loss in numpy (float64), unreduced: elementwise, shaped like ``prediction``,
+        or any ``[N, ...]`` array (``[N]``: per sample), as PyTorch's ``reduction="none"``.
+        The suite sums per sample, weights and reduces; ``"elementwise_mean"`` divides by the
+        number of elements of this array (see :meth:`reference_counts`)."""
         raise NotImplementedError(f"{type(self).__name__} must implement reference()")
+
+    def reference_counts(
+        self, prediction: np.ndarray, target: np.ndarray, **options
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """For a loss that skips or weights elements (``ignore_index``, class weights):
+        ``(mask, counts)``, both ``[N]``: which samples ``"mean"`` counts (1/0) and what
+        each adds to the denominator of ``"elementwise_mean"``. Default None: every sample
+        counts, and every element of :meth:`reference`'s array once."""
+        return None
 
     def sample(
         self, rng: np.random.Generator, shape: tuple[int, ...], **options
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A prediction of ``shape`` and a valid target for it. Default: both standard
-        normal. The suite casts them to the model's types."""
-        return rng.normal(size=shape), rng.normal(size=shape)
+        """A prediction of ``shape`` and a valid target for it (None for a loss without
+        one), and for a loss with extra predictions a dict of them (role → array of
+        ``[N, *extra_prediction_shapes[role]]``). Default: all standard normal. The suite
+        casts them to the model's types."""
+        others = {
+            role: rng.normal(size=(shape[0], *self._extra_shape(role)))
+            for role in self._roles(options)
+        }
+        target = rng.normal(size=shape) if self.term.has_target else None
+        return (
+            (rng.normal(size=shape), target, others) if others else (rng.normal(size=shape), target)
+        )
 
     # -- helpers ------------------------------------------------------------------------------
     def _construct(self, **kwargs: object) -> Loss:
         return self.term(**kwargs)
+
+    def _roles(self, options: OPTIONS) -> list[str]:
+        """The extra predictions a term with these options binds."""
+        return list(self.term(**options).predictions)
+
+    def _extra_shape(self, role: str) -> tuple[int, ...]:
+        return tuple(self.extra_prediction_shapes.get(role, self.prediction_shape))
+
+    def _output(self, kind: str, options: OPTIONS) -> str | None:
+        """``output=`` for a toy model: None when ``pred`` is its only output, else the
+        name (the ``multi`` kind, or extra predictions as further outputs)."""
+        return "pred" if kind == "multi" or self._roles(options) else None
+
+    def _bindings(self, options: OPTIONS) -> dict[str, str]:
+        return {role: f"pred_{role}" for role in self._roles(options)}
 
     @classmethod
     def _generic_invalid_options(cls) -> list[OPTIONS]:
@@ -333,7 +387,7 @@ class LossConformance(Conformance):
         cases = []
         for o in options:
             for kind, opset, reduction, weighted in itertools.product(
-                ("single", "multi", "dynamic"), cls.opsets, ("sum", "mean"), (False, True)
+                ("single", "multi", "dynamic"), cls.opsets, cls.reductions, (False, True)
             ):
                 cases.append(LossCase(kind, opset, reduction, weighted, o))
             for dtype in cls.extra_dtypes:  # two cases per extra dtype are enough
@@ -341,47 +395,90 @@ class LossConformance(Conformance):
                 cases.append(LossCase("dynamic", cls.opsets[-1], "sum", False, o, dtype))
         return cases
 
+    def _term(self, output: str | None, options: OPTIONS, **kwargs) -> Loss:
+        """The term under test on ``output``, its extra predictions on ``pred_<role>``.
+
+        When the options hold a ``weight`` of their own (PyTorch's class weights), the
+        sample-weight input goes to ``sample_weight``, the built-in losses' convention."""
+        if "weight" in options:
+            weight = kwargs.pop("weight", None)
+            if weight is not None:
+                kwargs["sample_weight"] = weight
+        return self.term(output, **self._bindings(options), **kwargs, **options)
+
     def _loss(self, case: LossCase, output: str | None = None) -> Loss:
         weight = SAMPLE_WEIGHT if case.weighted else None
-        return self.term(output, weight=weight, reduction=case.reduction, **case.options)
+        return self._term(output, case.options, weight=weight, reduction=case.reduction)
+
+    def _new_inputs(self, target: str, weighted: bool) -> set[str]:
+        inputs = {target} if self.term.has_target else set()
+        return inputs | ({SAMPLE_WEIGHT} if weighted else set())
 
     def _toy(self, case: LossCase | Variant, kind: str | None = None, **kwargs) -> onnx.ModelProto:
         kind = kind or case.model
         dtype = getattr(case, "dtype", "float32")
-        return toy_model(kind, case.opset, self.prediction_shape, dtype=dtype, **kwargs)
+        extra = {f"pred_{r}": self._extra_shape(r) for r in self._roles(case.options)}
+        return toy_model(
+            kind, case.opset, self.prediction_shape, dtype=dtype, extra_outputs=extra, **kwargs
+        )
 
-    def _draw(self, rng: np.random.Generator, batch: int, options: OPTIONS, model: onnx.ModelProto):
-        """Prediction and target as fed to ``model``, and as the reference sees them."""
+    def _draw(
+        self, rng: np.random.Generator, batch: int, options: OPTIONS, model: onnx.ModelProto
+    ) -> _Draw:
+        """A batch as fed to ``model``, and as the reference sees it."""
         shape = (batch, *self.prediction_shape)
-        prediction, target = self.sample(rng, shape, **options)
-        prediction = np.asarray(prediction)
+        drawn = self.sample(rng, shape, **options)
+        prediction, target = np.asarray(drawn[0]), drawn[1]
+        others = dict(drawn[2]) if len(drawn) > 2 else {}
         if prediction.shape != shape:
             raise AssertionError(
                 f"sample() returned a prediction of shape {prediction.shape}, expected {shape}"
             )
-        types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
-        p_type = onnx.helper.tensor_dtype_to_np_dtype(types["P"])
-        target_input = next(n for n in ("label", "pred_label") if n in types)
-        t_type = onnx.helper.tensor_dtype_to_np_dtype(types[target_input])
-        fed_p = prediction.astype(p_type)
-        fed_t = np.asarray(target).astype(t_type)
-        # The reference sees exactly what the graph sees, in float64 (or int64 for labels).
-        ref_t = fed_t.astype(np.float64) if np.issubdtype(t_type, np.floating) else fed_t
-        return fed_p, fed_t, fed_p.astype(np.float64), ref_t
+        types = {
+            i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+            for i in model.graph.input
+        }
+        feeds = {"P": prediction.astype(types["P"])}
+        ref_others = {}
+        for role in self._roles(options):
+            fed = np.asarray(others[role]).astype(types[f"P_pred_{role}"])
+            feeds[f"P_pred_{role}"] = fed
+            ref_others[role] = fed.astype(np.float64)
+        ref_t = None
+        target_input = next((n for n in ("label", "pred_label") if n in types), None)
+        if target_input is not None:
+            fed_t = np.asarray(target).astype(types[target_input])
+            feeds[target_input] = fed_t
+            # The reference sees exactly what the graph sees, in float64 (or int64 labels).
+            ref_t = fed_t.astype(np.float64) if np.issubdtype(fed_t.dtype, np.floating) else fed_t
+        return _Draw(feeds, feeds["P"].astype(np.float64), ref_t, ref_others)
 
-    def _per_sample(self, prediction: np.ndarray, target: np.ndarray, options: OPTIONS):
-        value = np.asarray(self.reference(prediction, target, **options), dtype=np.float64)
-        n = len(prediction)
-        if value.shape not in (prediction.shape, (n,)):
+    def _unreduced(self, d: _Draw, options: OPTIONS) -> np.ndarray:
+        value = np.asarray(
+            self.reference(d.prediction, d.target, **options, **d.others), dtype=np.float64
+        )
+        n = len(d.prediction)
+        if value.ndim == 0 or value.shape[0] != n:
             raise AssertionError(
-                f"reference() returned shape {value.shape}; expected the prediction's "
-                f"{prediction.shape} (elementwise) or ({n},) (per sample)"
+                f"reference() returned shape {value.shape}; expected an [N, ...] array "
+                f"(N = {n}), e.g. the prediction's {d.prediction.shape} or ({n},)"
             )
-        return value.reshape(n, -1).sum(axis=1)
+        return value.reshape(n, -1)
 
-    def _expected(self, p, t, w, reduction: str, options: OPTIONS) -> float:
-        v = self._per_sample(p, t, options) * (1.0 if w is None else w)
-        return float(v.sum() if reduction == "sum" else v.mean())
+    def _expected(self, d: _Draw, w, reduction: str, options: OPTIONS) -> float:
+        unreduced = self._unreduced(d, options)
+        v = unreduced.sum(axis=1) * (1.0 if w is None else w)
+        if reduction == "sum":
+            return float(v.sum())
+        counts = self.reference_counts(d.prediction, d.target, **options, **d.others)
+        if counts is None:
+            mask = np.ones(len(v))
+            count = np.full(len(v), float(unreduced.shape[1]))
+        else:
+            mask, count = (np.asarray(c, np.float64) for c in counts)
+        if reduction == "mean":
+            return float(v.sum() / max(mask.sum(), 1.0))
+        return float(v.sum() / count.sum()) if count.sum() > 0 else 0.0
 
     # -- the checks ---------------------------------------------------------------------------
     def test_builds_valid_model(self, onnxloss_case: LossCase) -> None:
@@ -389,34 +486,38 @@ class LossConformance(Conformance):
         case = onnxloss_case
         model = self._toy(case)
         # One loss, so its target is "label" whichever output it binds.
-        new_inputs = {"label"} | ({SAMPLE_WEIGHT} if case.weighted else set())
-        output = "pred" if case.model == "multi" else None
-        self._check_model(model, self._loss(case, output), new_inputs)
+        new_inputs = self._new_inputs("label", case.weighted)
+        self._check_model(
+            model, self._loss(case, self._output(case.model, case.options)), new_inputs
+        )
 
     def test_matches_reference(self, onnxloss_case: LossCase) -> None:
         """The loss equals the numpy reference, summed per sample, weighted and reduced."""
         case = onnxloss_case
         model = self._toy(case)
-        output = "pred" if case.model == "multi" else None
-        result = rewrite(model, self._loss(case, output))
+        result = rewrite(model, self._loss(case, self._output(case.model, case.options)))
         batches = DYNAMIC_BATCHES if case.model == "dynamic" else (STATIC_BATCH,)
         rng = _rng(self.seed, type(self).__name__, case.id)
         for batch in batches:
-            fed_p, fed_t, p, t = self._draw(rng, batch, case.options, result)
-            feeds = {"P": fed_p, "label": fed_t}
+            d = self._draw(rng, batch, case.options, result)
+            feeds = dict(d.feeds)
             w = None
+            dtype = d.feeds["P"].dtype
             if case.weighted:
-                w = rng.uniform(0.25, 2.0, size=batch).astype(fed_p.dtype)
+                w = rng.uniform(0.25, 2.0, size=batch).astype(dtype)
                 feeds[SAMPLE_WEIGHT] = w
             outputs = run_model(result, feeds)
             loss = outputs[0]
-            if loss.shape != () or loss.dtype != fed_p.dtype:
+            if loss.shape != () or loss.dtype != dtype:
                 raise AssertionError(
-                    f"the loss is {loss.dtype}{list(loss.shape)}, expected a {fed_p.dtype} scalar"
+                    f"the loss is {loss.dtype}{list(loss.shape)}, expected a {dtype} scalar"
                 )
-            np.testing.assert_array_equal(outputs[-1], fed_p, err_msg="the prediction changed")
+            position = 1 + [o.name for o in model.graph.output].index("pred")
+            np.testing.assert_array_equal(
+                outputs[position], d.feeds["P"], err_msg="the prediction changed"
+            )
             expected = self._expected(
-                p, t, None if w is None else w.astype(np.float64), case.reduction, case.options
+                d, None if w is None else w.astype(np.float64), case.reduction, case.options
             )
             _allclose(
                 loss,
@@ -431,20 +532,18 @@ class LossConformance(Conformance):
         that already uses every name the term picks."""
         v = onnxloss_variant
         model = self._toy(v, "multi")
-        spec = self.term("pred", **v.options) + 2.0 * self.term(
-            "pred", reduction="sum", **v.options
-        )
+        spec = self._term("pred", v.options) + 2.0 * self._term("pred", v.options, reduction="sum")
         rng = _rng(self.seed, type(self).__name__, "names", v.id)
-        fed_p, fed_t, _, _ = self._draw(rng, STATIC_BATCH, v.options, rewrite(model, spec))
-        self._check_names(model, spec, {"P": fed_p, "label": fed_t})
+        d = self._draw(rng, STATIC_BATCH, v.options, rewrite(model, spec))
+        self._check_names(model, spec, d.feeds)
 
     def test_caller_model_untouched(self, onnxloss_variant: Variant) -> None:
         """The caller's model is only read, whatever the model kind."""
         for kind in ("single", "multi", "dynamic"):
             model = self._toy(onnxloss_variant, kind)
-            output = "pred" if kind == "multi" else None
+            output = self._output(kind, onnxloss_variant.options)
             self._check_untouched(
-                model, self.term(output, weight=SAMPLE_WEIGHT, **onnxloss_variant.options)
+                model, self._term(output, onnxloss_variant.options, weight=SAMPLE_WEIGHT)
             )
 
     def test_composes_with_other_terms(self, onnxloss_variant: Variant) -> None:
@@ -455,22 +554,23 @@ class LossConformance(Conformance):
         extra = rng.normal(size=(3, 2)).astype(np.float32)
         model = self._toy(v, "multi", weights={"w_extra": extra})
         spec = (
-            1.5 * self.term("pred", reduction="mean", **v.options)
-            + self.term("pred", reduction="sum", weight=SAMPLE_WEIGHT, **v.options)
+            1.5 * self._term("pred", v.options, reduction="mean")
+            + self._term("pred", v.options, reduction="sum", weight=SAMPLE_WEIGHT)
             + 0.5 * MSELoss("aux", reduction="mean")
             + L2Penalty("w_extra", 0.25)
         )
-        result = self._check_model(model, spec, {"pred_label", "aux_label", SAMPLE_WEIGHT})
-        fed_p, fed_t, p, t = self._draw(rng, STATIC_BATCH, v.options, result)
-        aux_label = rng.normal(size=fed_p.shape).astype(np.float32)
+        new_inputs = self._new_inputs("pred_label", True) | {"aux_label"}
+        result = self._check_model(model, spec, new_inputs)
+        d = self._draw(rng, STATIC_BATCH, v.options, result)
+        aux_label = rng.normal(size=d.feeds["P"].shape).astype(np.float32)
         w = rng.uniform(0.25, 2.0, size=STATIC_BATCH).astype(np.float32)
-        feeds = {"P": fed_p, "pred_label": fed_t, "aux_label": aux_label, SAMPLE_WEIGHT: w}
+        feeds = {**d.feeds, "aux_label": aux_label, SAMPLE_WEIGHT: w}
         loss = run_model(result, feeds)[0]
-        aux = 2.0 * p
+        aux = 2.0 * d.prediction
         mse = ((aux - aux_label).reshape(STATIC_BATCH, -1) ** 2).sum(axis=1).mean()
         expected = (
-            1.5 * self._expected(p, t, None, "mean", v.options)
-            + self._expected(p, t, w.astype(np.float64), "sum", v.options)
+            1.5 * self._expected(d, None, "mean", v.options)
+            + self._expected(d, w.astype(np.float64), "sum", v.options)
             + 0.5 * mse
             + 0.25 * float((extra.astype(np.float64) ** 2).sum())
         )
@@ -478,39 +578,54 @@ class LossConformance(Conformance):
 
     def test_gradient_matches_reference(self, onnxloss_gradient_variant: Variant) -> None:
         """onnxruntime-training builds the gradient graph, and its gradient with respect to
-        the prediction matches finite differences of the reference (skipped without
+        every prediction matches finite differences of the reference (skipped without
         onnxruntime-training)."""
         self._require_training_runtime()
         v = onnxloss_gradient_variant
-        model = toy_model("single", v.opset, self.prediction_shape, full_batch_offset=True)
-        result = rewrite(model, self.term(weight=SAMPLE_WEIGHT, reduction="mean", **v.options))
+        model = self._toy(v, "single", full_batch_offset=True)
+        output = self._output("single", v.options)
+        result = rewrite(model, self._term(output, v.options, weight=SAMPLE_WEIGHT))
         rng = _rng(self.seed, type(self).__name__, "gradient", v.id)
-        fed_p, fed_t, p, t = self._draw(rng, STATIC_BATCH, v.options, result)
+        d = self._draw(rng, STATIC_BATCH, v.options, result)
         w = rng.uniform(0.25, 2.0, size=STATIC_BATCH).astype(np.float32)
-        feeds = {"P": fed_p, "label": fed_t, SAMPLE_WEIGHT: w}
-        loss, grads = onnxruntime_gradients(result, feeds, ["offset"])
+        roles = self._roles(v.options)
+        offsets = {"offset": None, **{f"offset_pred_{r}": r for r in roles}}
+        loss, grads = onnxruntime_gradients(result, {**d.feeds, SAMPLE_WEIGHT: w}, list(offsets))
         w64 = w.astype(np.float64)
-
-        def objective(prediction: np.ndarray) -> float:
-            return self._expected(prediction, t, w64, "mean", v.options)
-
-        _allclose(loss, objective(p), self.rtol, self.atol, "onnxruntime-training's loss")
         _allclose(
-            grads["offset"],
-            numeric_gradient(objective, p),
-            self.gradient_rtol,
-            self.gradient_atol,
-            "gradient w.r.t. the prediction vs finite differences",
-        )
+            loss, self._expected(d, w64, "mean", v.options), self.rtol, self.atol,
+            "onnxruntime-training's loss",
+        )  # fmt: skip
+        for offset, role in offsets.items():
+
+            def objective(x: np.ndarray, role: str | None = role) -> float:
+                if role is None:
+                    moved = _Draw(d.feeds, x, d.target, d.others)
+                else:
+                    moved = _Draw(d.feeds, d.prediction, d.target, {**d.others, role: x})
+                return self._expected(moved, w64, "mean", v.options)
+
+            point = d.prediction if role is None else d.others[role]
+            _allclose(
+                grads[offset],
+                numeric_gradient(objective, point),
+                self.gradient_rtol,
+                self.gradient_atol,
+                f"gradient w.r.t. {'the prediction' if role is None else role} vs finite "
+                "differences",
+            )
 
     def test_rejects_invalid_prediction(self) -> None:
         """Outputs of a shape the loss cannot use are refused, naming the output."""
         if not self.invalid_prediction_shapes:
             pytest.skip(f"{type(self).__name__}.invalid_prediction_shapes is empty")
+        options = dict(self.options[0])
         for shape in self.invalid_prediction_shapes:
-            model = toy_model("single", self.opsets[0], shape)
+            extra = {f"pred_{r}": tuple(shape) for r in self._roles(options)}
+            model = toy_model("single", self.opsets[0], shape, extra_outputs=extra)
+            output = "pred" if extra else None
             with pytest.raises(OnnxLossError, match="pred"):
-                rewrite(model, self.term())
+                rewrite(model, self._term(output, options))
 
 
 class RegularizerConformance(Conformance):

@@ -16,6 +16,9 @@ Kinds:
     domain, and the output under test comes second, so a loss must bind it by name.
 ``dynamic``
     one output ``pred`` whose batch dimension is the symbol ``batch``.
+
+Losses that compare several predictions get one more output per extra prediction
+(``extra_outputs``): ``<name> = P_<name> + offset_<name>``, built like ``pred``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def toy_model(
     batch: int = STATIC_BATCH,
     weights: Mapping[str, np.ndarray] | None = None,
     full_batch_offset: bool = False,
+    extra_outputs: Mapping[str, Sequence[int]] | None = None,
 ) -> onnx.ModelProto:
     """A toy model of ``kind`` (see the module docstring) for an ``ai.onnx`` ``opset``.
 
@@ -67,6 +71,8 @@ def toy_model(
         full_batch_offset: ``offset`` of shape ``[batch, *prediction_shape]`` instead of
             ``prediction_shape`` (static kinds only): then the gradient with respect to
             ``offset`` is the gradient with respect to every element of the prediction.
+        extra_outputs: further predictions (output name → shape of one sample), each
+            ``<name> = P_<name> + offset_<name>`` from its own input, after ``pred``.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown toy model kind {kind!r}; expected one of {KINDS}")
@@ -89,6 +95,16 @@ def toy_model(
             oh.make_node("Add", ["shifted", "weights_times_zero"], ["pred"], name="add_weights"),
         ]
     outputs = [oh.make_tensor_value_info("pred", elem, shape)]
+    inputs = [oh.make_tensor_value_info("P", elem, shape)]
+    for name, sample_shape in (extra_outputs or {}).items():
+        extra_shape = [batch_dim, *(int(d) for d in sample_shape)]
+        offset = [batch, *extra_shape[1:]] if full_batch_offset else extra_shape[1:]
+        initializers.append(nh.from_array(np.zeros(offset, dtype), f"offset_{name}"))
+        nodes.append(
+            oh.make_node("Add", [f"P_{name}", f"offset_{name}"], [name], name=f"add_{name}")
+        )
+        inputs.append(oh.make_tensor_value_info(f"P_{name}", elem, extra_shape))
+        outputs.append(oh.make_tensor_value_info(name, elem, extra_shape))
     functions = []
     opsets = [oh.make_opsetid("", opset)]
     if kind == "multi":
@@ -99,7 +115,7 @@ def toy_model(
     graph = oh.make_graph(
         nodes,
         f"toy_{kind}",
-        [oh.make_tensor_value_info("P", elem, shape)],
+        inputs,
         outputs,
         initializers,
         doc_string=f"onnxloss.testing toy model ({kind})",

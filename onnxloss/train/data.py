@@ -286,7 +286,8 @@ def check_values(
             k = int(np.flatnonzero(bad)[0])
             raise OnnxLossError(
                 f"{what} holds the label {flat[k]} (element {k}); the model has classes "
-                f"{low}..{high - 1}" + (f" and ignore_index {ignore}" if ignore is not None else "")
+                f"{low}..{high - 1}"
+                + (f" (and {ignore} as a marker)" if ignore is not None else "")
             )
 
 

@@ -91,6 +91,9 @@ def describe_layout(
     reduction = loss_reduction
     if reduction == "auto":
         reduction = meta.get("reduction", "mean")
+        # A mix of "mean" and "elementwise_mean" is independent of the batch size too.
+        if set(meta.get("reductions", [reduction])) <= set(BATCH_INDEPENDENT):
+            reduction = "mean"
     if reduction != "sum" and reduction not in BATCH_INDEPENDENT:
         raise OnnxLossError(
             f"the loss model mixes reductions ({meta.get('terms')}); the trainer scales one "

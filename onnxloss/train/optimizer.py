@@ -775,21 +775,15 @@ def _initializer_shape(model: onnx.ModelProto, name: str) -> tuple[int, ...]:
 
 
 def _label_ranges(model: onnx.ModelProto) -> dict[str, tuple[int, int, int | None]]:
-    """Class-label ranges the rewriter recorded (``labels``: target → [low, high, ignore])."""
+    """The class-label ranges the rewriter recorded (metadata ``labels``: target →
+    ``{"classes": C, "ignore_index": k}`` or ``{"classes": C, "end": -1}``), as
+    ``(0, C, k)``: labels in ``[0, C)``, or ``k``; read_metadata checked them."""
     meta = read_metadata(model) or {}
-    ranges = {}
-    labels = meta.get("labels")
-    if isinstance(labels, dict):
-        for target, spec in labels.items():
-            if (
-                isinstance(spec, list | tuple)
-                and len(spec) == 3
-                and all(isinstance(v, int) or v is None for v in spec)
-                and spec[0] is not None
-                and spec[1] is not None
-            ):
-                ranges[target] = (spec[0], spec[1], spec[2])
-    return ranges
+    return {
+        target: (0, info["classes"], info.get("ignore_index", info.get("end")))
+        for target, info in meta.get("labels", {}).items()
+        if info.get("classes") is not None
+    }
 
 
 def _check_names(weights) -> None:
