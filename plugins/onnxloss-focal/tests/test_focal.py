@@ -159,3 +159,26 @@ def test_float64_and_float16_outputs():
         assert got.dtype == dtype
         exact = focal_reference(z.astype(dtype).astype(float), y).sum(axis=1).mean()
         assert float(got) == pytest.approx(exact if dtype == np.float16 else expected, rel=rtol)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_gradient_at_a_zero_logit_is_exact(gamma):
+    """At z = 0 the loss's gradient is torchvision's: with p = 1/2 and γ = 0 it is
+    α_t·(1/2 - y); a softplus written as Relu(z) + log(1 + exp(-|z|)) would give α_t·(-y),
+    the runtime's Relu and Abs having a gradient of 0 at 0."""
+    problem = training_runtime_problem()
+    if problem:
+        pytest.skip(problem)
+    model = toy_model("single", 17, (2,), full_batch_offset=True)
+    loss_model = onnxloss.rewrite(model, SigmoidFocalLoss(alpha=0.25, gamma=gamma))
+    z = np.zeros((5, 2), np.float32)
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0]], np.float32)
+    _, grads = onnxruntime_gradients(loss_model, {"P": z, "label": y}, ["offset"])
+    alpha_t = np.where(y == 1, 0.25, 0.75)
+    # At p = 1/2: d/dz [(1 - p_t)^γ BCE] = (1/2)^γ (1/2 - y) + BCE·γ(1/2)^(γ-1)·d(1-p_t)/dz,
+    # with BCE = log 2 and d(1 - p_t)/dz = (1 - 2y)/4.
+    bce = np.log(2.0)
+    d = 0.5**gamma * (0.5 - y)
+    if gamma:
+        d = d + bce * gamma * 0.5 ** (gamma - 1) * (1 - 2 * y) / 4
+    np.testing.assert_allclose(grads["offset"], alpha_t * d / 5, rtol=1e-5, atol=1e-7)

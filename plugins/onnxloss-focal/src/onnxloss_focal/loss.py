@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxloss import CoefficientError, GraphBuilder, Loss
+from onnxloss.losses.functions import softplus
 from onnxloss.terms import check_number
 
 
@@ -14,8 +15,9 @@ class SigmoidFocalLoss(Loss):
     With ``z`` the output (logits), ``y`` the target in ``[0, 1]`` (usually 0 or 1) and
     ``p = sigmoid(z)``:
 
-    * ``BCE(z, y) = max(z, 0) - y·z + log(1 + exp(-|z|))``, the binary cross-entropy on
-      logits written so that no exponential overflows;
+    * ``BCE(z, y) = softplus(z) - y·z``, the binary cross-entropy on logits, with onnxloss's
+      softplus ``(z + |z|)/2 + log(1 + exp(-|z|))``: no exponential overflows and the
+      gradient is exactly ``sigmoid(z) - y``, ``1/2 - y`` at ``z = 0`` too;
     * ``1 - p_t = y·sigmoid(-z) + (1 - y)·sigmoid(z)``, which avoids computing ``1 - p``
       (that rounds to 0 for confident predictions), floored at the smallest normal number
       of the output's type so that ``Pow`` keeps a finite gradient when ``γ < 1``;
@@ -24,7 +26,7 @@ class SigmoidFocalLoss(Loss):
     This is torchvision's ``sigmoid_focal_loss`` elementwise (its ``alpha=-1`` is
     ``alpha=None`` here); onnxloss then sums each sample's elements, weights samples and
     reduces (``"mean"`` by default: the mean per-sample loss). Built from operators
-    onnxruntime-training can differentiate (Relu, Abs, Exp, Log, Sigmoid, Clip, Pow).
+    onnxruntime-training can differentiate (Abs, Exp, Log, Sigmoid, Clip, Pow).
 
     Args:
         output: the model output holding the logits (``None``: the only output).
@@ -53,8 +55,7 @@ class SigmoidFocalLoss(Loss):
 
     def elementwise(self, g: GraphBuilder, prediction, target):
         z, y = prediction, target
-        log1p_exp = g.Log(g.Add(g.Exp(g.Neg(g.Abs(z))), 1.0))
-        loss = g.Add(g.Sub(g.Relu(z), g.Mul(y, z)), log1p_exp)
+        loss = g.Sub(softplus(g, z), g.Mul(y, z))
         if self.gamma != 0:
             one_minus_p_t = g.Add(g.Mul(y, g.Sigmoid(g.Neg(z))), g.Mul(g.Sub(1.0, y), g.Sigmoid(z)))
             floored = g.clip(one_minus_p_t, _smallest_normal(g.dtype))
