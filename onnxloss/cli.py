@@ -188,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="seed of the data and of the shuffling (default: %(default)s)",
     )
+    demo.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "onnxruntime-training", "onnxruntime"],
+        help="the trainer's backend (default: %(default)s: the training build when installed)",
+    )
+    demo.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI: run with mpiexec -n N python -m onnxloss demo "
+        "--distributed (needs the [mpi] extra)",
+    )
     return parser
 
 
@@ -338,7 +350,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(n_samples=args.samples, epochs=args.epochs, seed=args.seed)
+    run_demo(
+        n_samples=args.samples,
+        epochs=args.epochs,
+        seed=args.seed,
+        backend=args.backend,
+        distributed=args.distributed,
+    )
     return 0
 
 

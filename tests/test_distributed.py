@@ -117,3 +117,13 @@ def test_the_docs_script_runs_under_mpiexec(tmp_path):
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip()) < 1e-3  # rank 0 prints the last epoch's loss
+
+
+def test_demo_runs_distributed():
+    cmd = ["mpiexec", "-n", "2", sys.executable, "-m", "onnxloss", "demo", "--distributed"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "2 ranks, batch 16 each" in done.stdout
+    assert done.stdout.count("largest difference from least squares") == 1  # rank 0 only
+    gap = float(done.stdout.rsplit(":", 1)[1])
+    assert gap < 5e-3
