@@ -207,6 +207,84 @@ class GraphBuilder:
         """Class labels of shape ``[N]`` or ``[N, 1]`` as an int64 ``[N, 1]`` tensor."""
         return self.reshape(self.cast(labels, np.int64), [-1, 1])
 
+    # -- tensors and shapes (the gradient rules' helpers) -------------------------------------
+    def value(self, name: str, dtype=None, shape=None) -> Value:
+        """A handle on an existing tensor of the model by name (type and shape optional)."""
+        var = self._inputs.get(name)
+        if var is None:
+            var = gs.Variable(name, dtype=dtype, shape=None if shape is None else list(shape))
+            self._inputs[name] = var
+        return var
+
+    def ints(self, values: Sequence[int]) -> Value:
+        """A 1-D int64 constant (axes, shapes, pads)."""
+        return self.const(np.asarray(list(values), np.int64).reshape(-1))
+
+    def shape(self, x: Value) -> Value:
+        """``Shape(x)``: the 1-D int64 shape of ``x`` at run time."""
+        return self.op("Shape", x)
+
+    def dims(self, x: Value, axes: Sequence[int]) -> Value:
+        """The run-time sizes of ``x`` along ``axes`` (negative allowed), 1-D int64."""
+        return self.op("Gather", self.shape(x), self.ints(axes), axis=0)
+
+    def size_as(self, x: Value, dtype=None) -> Value:
+        """The number of elements of ``x`` as a scalar of ``dtype`` (default: the term's)."""
+        return self.cast(self.op("Size", x), dtype if dtype is not None else self.dtype)
+
+    def full(self, shape: Value, fill: float, dtype=None) -> Value:
+        """``ConstantOfShape(shape)`` filled with ``fill`` of ``dtype`` (default: the term's)."""
+        array = np.asarray([fill], dtype=dtype if dtype is not None else self.dtype)
+        return self.op("ConstantOfShape", shape, value=array)
+
+    def zeros_like(self, x: Value, dtype=None) -> Value:
+        return self.full(self.shape(x), 0.0, dtype)
+
+    def ones_like(self, x: Value, dtype=None) -> Value:
+        return self.full(self.shape(x), 1.0, dtype)
+
+    def mask(self, condition: Value, dtype=None) -> Value:
+        """A bool tensor as 0/1 of ``dtype`` (default: the term's float type)."""
+        return self.cast(condition, dtype if dtype is not None else self.dtype)
+
+    def transpose(self, x: Value, perm: Sequence[int]) -> Value:
+        return self.op("Transpose", x, perm=list(perm))
+
+    def expand_as(self, x: Value, like: Value) -> Value:
+        """``x`` broadcast to the run-time shape of ``like``."""
+        return self.op("Expand", x, self.shape(like))
+
+    def sum_to(
+        self,
+        grad: Value,
+        like: Value,
+        grad_shape: Sequence | None = None,
+        like_shape: Sequence | None = None,
+    ) -> Value:
+        """Sum ``grad`` over the axes along which ``like`` was broadcast to ``grad``'s shape
+        (numpy rules), giving ``like``'s shape: the gradient of a broadcast input.
+
+        With both static shapes known, the axes are found here (none: ``grad`` itself);
+        otherwise they are computed from ``Shape`` at run time: the axes where ``like``'s
+        shape, padded with leading ones, differs from ``grad``'s.
+        """
+        axes = _broadcast_axes(grad_shape, like_shape)
+        if axes is not None:
+            if not axes:
+                return grad
+            lead = len(grad_shape) - len(like_shape)
+            summed = self.reduce_sum(grad, axes, keepdims=True)
+            return self.squeeze(summed, list(range(lead))) if lead else summed
+        like_dims = self.shape(like)
+        grad_dims = self.shape(grad)
+        missing = self.op("Sub", self.op("Size", grad_dims), self.op("Size", like_dims))
+        ones = self.full(self.unsqueeze(missing, [0]), 1, np.int64)
+        padded = self.op("Concat", ones, like_dims, axis=0)
+        differs = self.op("Not", self.op("Equal", padded, grad_dims))
+        axes_value = self.reshape(self.op("NonZero", differs), [-1])
+        summed = self.op("ReduceSum", grad, axes_value, keepdims=1, noop_with_empty_axes=1)
+        return self.op("Reshape", summed, like_dims)
+
     # -- export -----------------------------------------------------------------------------
     def mark(self) -> int:
         """A position in the emitted nodes, for :meth:`export_nodes` ``start``."""
@@ -226,6 +304,24 @@ class GraphBuilder:
         # topological, and keeping it keeps each term's nodes together.
         graph.cleanup(remove_unused_graph_inputs=False)
         return list(gs.export_onnx(graph, do_type_check=False).graph.node)
+
+
+def _broadcast_axes(grad_shape, like_shape) -> list[int] | None:
+    """Axes of ``grad_shape`` to sum to get ``like_shape`` under numpy broadcasting, when
+    the static shapes decide it; None when only the run-time shapes can."""
+    if grad_shape is None or like_shape is None or len(like_shape) > len(grad_shape):
+        return None
+    lead = len(grad_shape) - len(like_shape)
+    axes = list(range(lead))
+    for k, (big, small) in enumerate(zip(grad_shape[lead:], like_shape, strict=True)):
+        if small == 1:
+            if big != 1:  # broadcast, or unknown: summing an axis of size 1 changes nothing
+                axes.append(lead + k)
+        elif isinstance(small, int):
+            continue  # a fixed size other than 1 was not broadcast
+        elif small is None or small != big:
+            return None  # a symbolic size may be 1 at run time
+    return axes
 
 
 def _attr(value: object, name: str) -> object:

@@ -22,7 +22,7 @@ trained value). The check never imports onnxruntime.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import onnx
@@ -489,24 +489,15 @@ class _Checker:
         return info is None or not info.elem_type or info.elem_type in DIFFERENTIABLE_TYPES
 
     def check_paths(self, trainables: list[str], targets: list[str]) -> list[str]:
-        graph = self.graph
-        live = set(trainables)
-        touched: list[bool] = []
-        for node in graph.node:
-            hit = self._fed(node, live)
-            touched.append(hit)
-            if hit and not self._stops(node):
-                live.update(o for o in node.output if o and self.differentiable(o))
-        needed = set(targets)
-        on_path: list[onnx.NodeProto] = []
-        for node, hit in zip(reversed(graph.node), reversed(touched), strict=True):
-            outs = [o for o in node.output if o in needed and self.differentiable(o)]
-            if not outs or self._stops(node):
-                continue
-            needed.update(self._gradient_inputs(node))
-            if hit and any(o in live for o in outs):
-                on_path.append(node)
-        on_path.reverse()
+        path = gradient_path(
+            self.graph.node,
+            trainables,
+            targets,
+            differentiable=self.differentiable,
+            skipped_inputs=_runtime_skipped_inputs,
+            stops=self._stops,
+        )
+        needed, live, on_path = path.needed, path.live, path.nodes
         for name in trainables:
             if name not in needed:
                 self.error(
@@ -524,19 +515,10 @@ class _Checker:
         return [n.name or n.op_type for n in on_path]
 
     def _fed(self, node: onnx.NodeProto, live: set[str]) -> bool:
-        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset())
-        if any(i in live for k, i in enumerate(node.input) if i and k not in skip):
-            return True
-        return any(name in live for name in _implicit_inputs(node))
+        return _fed(node, live, _runtime_skipped_inputs(node))
 
     def _stops(self, node: onnx.NodeProto) -> bool:
-        return node.op_type in STOPS_GRADIENT and node.domain in DEFAULT_DOMAINS
-
-    def _gradient_inputs(self, node: onnx.NodeProto) -> list[str]:
-        skip = NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset())
-        names = [i for k, i in enumerate(node.input) if i and k not in skip]
-        names += list(_implicit_inputs(node))
-        return [n for n in names if self.differentiable(n)]
+        return stops_gradient(node)
 
     def _subgraph_path(self, node: onnx.NodeProto, live: set[str]) -> list[onnx.NodeProto]:
         """Nodes inside the subgraphs of an on-path node fed by a trained value (conservative:
@@ -639,14 +621,92 @@ def _describe(names: list[str], op: str) -> str:
     return f"{len(names)} {op} nodes on the gradient path ({shown}{more})"
 
 
-def _implicit_inputs(node: onnx.NodeProto) -> set[str]:
+@dataclass
+class GradientPath:
+    """The part of a graph that gradients flow through, from trained tensors to targets.
+
+    Attributes:
+        nodes: the nodes on a path from a trained tensor to a target, in graph order: fed
+            by a live value and with a differentiable output whose gradient is needed.
+        live: names of the values computed from a trained tensor through differentiable
+            edges (the trained tensors included).
+        needed: names of the values whose gradient the targets need (the targets included):
+            a trained tensor missing from it does not reach them.
+    """
+
+    nodes: list[onnx.NodeProto]
+    live: set[str]
+    needed: set[str]
+
+
+def stops_gradient(node: onnx.NodeProto) -> bool:
+    """Whether ``node``'s outputs are constants for differentiation (``Range``, ``EyeLike``,
+    the random ``*Like`` operators)."""
+    return node.op_type in STOPS_GRADIENT and node.domain in DEFAULT_DOMAINS
+
+
+def gradient_path(
+    nodes: Sequence[onnx.NodeProto],
+    trainables: Iterable[str],
+    targets: Iterable[str],
+    *,
+    differentiable: Callable[[str], bool],
+    skipped_inputs: Callable[[onnx.NodeProto], frozenset[int]],
+    stops: Callable[[onnx.NodeProto], bool] = stops_gradient,
+) -> GradientPath:
+    """Follow the paths from ``trainables`` to ``targets`` through the topologically sorted
+    ``nodes`` of one graph.
+
+    A forward sweep marks the values computed from a trained tensor (``live``): a node is
+    fed when one of its inputs, other than those ``skipped_inputs(node)`` lists, or a name
+    its subgraphs read from the enclosing scope is live; its ``differentiable`` outputs
+    become live unless ``stops(node)``. A backward sweep from the targets marks the values
+    whose gradient is needed. Integer and bool values (``differentiable`` is False) cut
+    both sweeps. Used by the readiness check and by :mod:`onnxloss.autodiff`, each with its
+    own idea of which inputs carry no gradient.
+    """
+    live = set(trainables)
+    touched: list[bool] = []
+    for node in nodes:
+        hit = _fed(node, live, skipped_inputs(node))
+        touched.append(hit)
+        if hit and not stops(node):
+            live.update(o for o in node.output if o and differentiable(o))
+    needed = set(targets)
+    on_path: list[onnx.NodeProto] = []
+    for node, hit in zip(reversed(nodes), reversed(touched), strict=True):
+        outs = [o for o in node.output if o in needed and differentiable(o)]
+        if not outs or stops(node):
+            continue
+        skip = skipped_inputs(node)
+        names = [i for k, i in enumerate(node.input) if i and k not in skip]
+        names += sorted(implicit_inputs(node))
+        needed.update(n for n in names if differentiable(n))
+        if hit and any(o in live for o in outs):
+            on_path.append(node)
+    on_path.reverse()
+    return GradientPath(on_path, live, needed)
+
+
+def _runtime_skipped_inputs(node: onnx.NodeProto) -> frozenset[int]:
+    """Inputs onnxruntime-training treats as constants (measured for Clip's bounds)."""
+    return NON_DIFFERENTIABLE_INPUTS.get(node.op_type, frozenset())
+
+
+def _fed(node: onnx.NodeProto, live: set[str], skip: frozenset[int]) -> bool:
+    if any(i in live for k, i in enumerate(node.input) if i and k not in skip):
+        return True
+    return any(name in live for name in implicit_inputs(node))
+
+
+def implicit_inputs(node: onnx.NodeProto) -> set[str]:
     """Names a node's subgraphs read from the enclosing scopes."""
     used: set[str] = set()
     for sub in subgraphs(node):
         defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
         for inner in sub.node:
             used.update(i for i in inner.input if i and i not in defined)
-            used.update(_implicit_inputs(inner) - defined)
+            used.update(implicit_inputs(inner) - defined)
             defined.update(inner.output)
         used -= defined
     return used
