@@ -39,6 +39,16 @@ def as_inputs(model: onnx.ModelProto, names: Sequence[str]) -> tuple[onnx.ModelP
     return out, values
 
 
+def _evaluator(model: onnx.ModelProto, runtime: str):
+    if runtime == "reference":
+        return ReferenceEvaluator(model)
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+
+
 def gradients_and_differences(
     model: onnx.ModelProto,
     feeds: Mapping[str, np.ndarray],
@@ -46,16 +56,19 @@ def gradients_and_differences(
     *,
     loss_output: str | None = None,
     step: float = 1e-6,
+    runtime: str = "reference",
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """For each tensor of ``wrt``: (the gradient from the gradient graph, the central finite
-    differences of the forward graph), both computed by the reference evaluator."""
+    differences of the forward graph), both computed by ``runtime``: ``"reference"``
+    (onnx.reference) or ``"onnxruntime"``."""
     model, values = as_inputs(model, wrt)
     feeds = {**values, **feeds}
     grad_model = gradient(model, list(wrt), loss_output=loss_output)
     names = [o.name for o in grad_model.graph.output]
-    results = dict(zip(names, ReferenceEvaluator(grad_model).run(None, dict(feeds)), strict=True))
+    run = _evaluator(grad_model, runtime).run(None, dict(feeds))
+    results = dict(zip(names, run, strict=True))
     loss = loss_output or model.graph.output[0].name
-    forward = ReferenceEvaluator(model)
+    forward = _evaluator(model, runtime)
     found = {}
     for name in wrt:
 
@@ -83,11 +96,13 @@ def check_gradient(
     loss_output: str | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-7,
+    step: float = 1e-6,
+    runtime: str = "reference",
 ) -> None:
     """Assert that the gradient graph of ``model`` agrees with finite differences; an
     AssertionError names the tensor and shows both."""
     for name, (got, expected) in gradients_and_differences(
-        model, feeds, wrt, loss_output=loss_output
+        model, feeds, wrt, loss_output=loss_output, step=step, runtime=runtime
     ).items():
         np.testing.assert_allclose(
             got, expected, rtol=rtol, atol=atol, err_msg=f"gradient with respect to '{name}'"

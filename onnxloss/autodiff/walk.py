@@ -142,7 +142,8 @@ class Backpropagation:
                 "one gradient (or None) per input"
             )
         bad = [r for r in results if r is not None and not isinstance(r, Value)]
-        if bad or len(results) > len(needs):
+        extra = [r for r in results[len(needs) :] if r is not None]  # trailing Nones: fine
+        if bad or extra:
             raise PluginError(
                 f"the gradient rule for {rule.operator} from {rule.plugin.describe()} returned "
                 f"{len(results)} items for node '{view.name}' with {len(needs)} inputs "

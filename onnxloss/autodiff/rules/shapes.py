@@ -168,7 +168,8 @@ def gather(g, node, grads):
         zeros = g.full(moved_shape, 0.0)
         dx_t = g.op("ScatterND", zeros, g.unsqueeze(idx, [-1]), dy_t, reduction="add")
     else:
-        one_hot = g.op("OneHot", g.reshape(idx, [-1]), size, g.const([0.0, 1.0]), axis=-1)
+        depth = g.squeeze(size, [0])
+        one_hot = g.op("OneHot", g.reshape(idx, [-1]), depth, g.const([0.0, 1.0]), axis=-1)
         rows = g.unsqueeze(g.op("Size", idx), [0])
         flat = g.op("Reshape", dy_t, g.op("Concat", rows, g.ints([-1]), axis=0))
         dx_t = g.op("Reshape", g.MatMul(g.transpose(one_hot, [1, 0]), flat), moved_shape)
@@ -199,7 +200,8 @@ def gather_elements(g, node, grads):
         return [g.op("ScatterElements", zeros, idx, dy, axis=axis, reduction="add"), None]
     r = node.require_rank(0)
     axis %= r
-    one_hot = g.op("OneHot", idx, size, g.const([0.0, 1.0]), axis=-1)  # [idx..., D]
+    depth = g.squeeze(size, [0])
+    one_hot = g.op("OneHot", idx, depth, g.const([0.0, 1.0]), axis=-1)  # [idx..., D]
     summed = g.reduce_sum(g.Mul(one_hot, g.unsqueeze(dy, [-1])), [axis], keepdims=False)
     moved = g.transpose(summed, [*range(axis), r - 1, *range(axis, r - 1)])
     # indices may be shorter than data along the other axes: pad with zeros at the end
