@@ -51,6 +51,9 @@ class GraphBuilder:
         self._scope = "onnxloss"
         self._nodes: list[gs.Node] = []
         self._inputs: dict[str, gs.Variable] = {}
+        # values made by emitted nodes, by name, so that a later lookup by name (a copied
+        # node's input) finds the same object
+        self._produced: dict[str, gs.Variable] = {}
 
     # -- tensors coming from the original model ------------------------------------------
     def input(self, info: TensorInfo) -> Value:
@@ -91,6 +94,7 @@ class GraphBuilder:
         name = self._names.fresh(f"{self._scope}_{op_type}")
         outputs = [gs.Variable(name)]
         outputs += [gs.Variable(self._names.fresh(f"{name}_{i}")) for i in range(1, num_outputs)]
+        self._produced.update((o.name, o) for o in outputs)
         node = gs.Node(
             op_type,
             name=name,
@@ -120,6 +124,7 @@ class GraphBuilder:
             array = np.asarray(value, dtype=dtype if dtype is not None else self.dtype)
         name = self._names.fresh(f"{self._scope}_const")
         out = gs.Variable(name, dtype=array.dtype, shape=list(array.shape))
+        self._produced[name] = out
         tensor = onnx.numpy_helper.from_array(array, name)
         self._nodes.append(gs.Node("Constant", name=name, attrs={"value": tensor}, outputs=[out]))
         return out
@@ -210,7 +215,7 @@ class GraphBuilder:
     # -- tensors and shapes (the gradient rules' helpers) -------------------------------------
     def value(self, name: str, dtype=None, shape=None) -> Value:
         """A handle on an existing tensor of the model by name (type and shape optional)."""
-        var = self._inputs.get(name)
+        var = self._produced.get(name) or self._inputs.get(name)
         if var is None:
             var = gs.Variable(name, dtype=dtype, shape=None if shape is None else list(shape))
             self._inputs[name] = var
@@ -268,6 +273,8 @@ class GraphBuilder:
         otherwise they are computed from ``Shape`` at run time: the axes where ``like``'s
         shape, padded with leading ones, differs from ``grad``'s.
         """
+        if grad_shape is not None and len(grad_shape) == 0:
+            return grad  # a scalar result: every input was a scalar
         axes = _broadcast_axes(grad_shape, like_shape)
         if axes is not None:
             if not axes:
@@ -284,6 +291,67 @@ class GraphBuilder:
         axes_value = self.reshape(self.op("NonZero", differs), [-1])
         summed = self.op("ReduceSum", grad, axes_value, keepdims=1, noop_with_empty_axes=1)
         return self.op("Reshape", summed, like_dims)
+
+    # -- subgraphs (control-flow gradients) --------------------------------------------------
+    def nested(self) -> GraphBuilder:
+        """A builder for a subgraph (a branch, a loop body): same names, opset and float type,
+        and the same handles on outer tensors, so its nodes can read them."""
+        sub = GraphBuilder(self.opset, self._names, self.dtype)
+        sub._scope = self._scope
+        sub._inputs = self._inputs
+        sub._produced = self._produced
+        return sub
+
+    def fresh_value(self, hint: str, dtype=None, shape=None) -> Value:
+        """A new named value (a subgraph input), reachable by name through :meth:`value`."""
+        return self.value(self._names.fresh(hint), dtype, shape)
+
+    def subgraph(self, hint: str, inputs: Sequence[Value], outputs: Sequence[Value]) -> gs.Graph:
+        """The nodes emitted into this (nested) builder as a graph attribute value, dead
+        nodes removed."""
+        graph = gs.Graph(
+            nodes=list(self._nodes),
+            inputs=list(inputs),
+            outputs=list(outputs),
+            name=self._names.fresh(hint),
+            opset=self.opset,
+        )
+        graph.cleanup(remove_unused_graph_inputs=False)
+        return graph
+
+    def copy_node(self, node: onnx.NodeProto, rename: dict[str, str]) -> onnx.NodeProto:
+        """Emit a copy of ``node`` whose outputs get fresh names (recorded in ``rename``) and
+        whose inputs are renamed through ``rename``; returns the copy as a NodeProto, whose
+        names are those of the emitted node (for a walk over the copies)."""
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):  # fmt: skip
+            raise ValueError(
+                f"cannot copy node '{node.name}' ({node.op_type}): it holds a subgraph"
+            )
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = self._names.fresh(f"{node.name or node.op_type}_copy")
+        del copy.input[:]
+        copy.input.extend(rename.get(i, i) for i in node.input)
+        del copy.output[:]
+        for out in node.output:
+            if out:
+                rename[out] = self._names.fresh(out)
+            copy.output.append(rename[out] if out else "")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in copy.attribute}
+        outputs = [gs.Variable(o) if o else gs.Variable.empty() for o in copy.output]
+        self._produced.update((o.name, o) for o in outputs if o.name)
+        self._nodes.append(
+            gs.Node(
+                copy.op_type,
+                name=copy.name,
+                attrs={k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()},
+                inputs=[self.value(i) if i else gs.Variable.empty() for i in copy.input],
+                outputs=outputs,
+                domain=copy.domain or None,
+            )
+        )
+        return copy
 
     # -- export -----------------------------------------------------------------------------
     def mark(self) -> int:

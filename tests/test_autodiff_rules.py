@@ -68,6 +68,8 @@ class Case:
     #: the differences are exact up to rounding because the loss is quadratic in the
     #: output of a linear operator)
     runtime: str = "reference"
+    #: False where onnxruntime cannot run the forward operator (LSTM with layout=1)
+    on_onnxruntime: bool = True
 
     def opsets(self) -> list[int]:
         return sorted({max(o, self.min_opset) for o in OPSETS if o <= self.max_opset})
@@ -145,7 +147,7 @@ def check(case: Case, opset: int, seed: int = 0):
         )
     grad_model = gradient(model, wrt)
     onnx.shape_inference.infer_shapes(grad_model, check_type=True, strict_mode=True)
-    if not on_ort:  # the trainer's case, float32, on onnxruntime, agrees with the reference
+    if not on_ort and case.on_onnxruntime:  # float32 on onnxruntime agrees with the reference
         model32, feeds32, wrt32 = build(case, opset, np.random.default_rng(seed), np.float32)
         on_runtime(gradient(model32, wrt32), feeds32)
     return grad_model
@@ -559,3 +561,152 @@ RESIZE = [
 )
 def test_shape_and_nn_rules_match_finite_differences(case, opset):
     check(case, opset)
+
+
+H, T = 3, 4
+SEQ, B2 = F((T, 2, 2), batch=False), 2
+
+
+def seq(*shape):
+    return F(shape, batch=False)
+
+
+RECURRENT = [
+    Case(
+        "LSTM",
+        (SEQ, seq(1, 4 * H, 2), seq(1, 4 * H, H), seq(1, 8 * H)),
+        {"hidden_size": H},
+        outputs=3,
+        id="LSTM",
+    ),  # fmt: skip
+    Case(
+        "LSTM",
+        (
+            SEQ,
+            seq(2, 4 * H, 2),
+            seq(2, 4 * H, H),
+            seq(2, 8 * H),
+            None,
+            seq(2, B2, H),
+            seq(2, B2, H),
+            seq(2, 3 * H),
+        ),
+        {"hidden_size": H, "direction": "bidirectional"},
+        outputs=3,
+        id="LSTM-bidirectional-peepholes",
+    ),  # fmt: skip
+    # onnx.reference ignores clip, input_forget and activations: checked on onnxruntime
+    Case(
+        "LSTM",
+        (SEQ, seq(1, 4 * H, 2), seq(1, 4 * H, H)),
+        {
+            "hidden_size": H,
+            "clip": 0.8,
+            "input_forget": 1,
+            "activations": ["HardSigmoid", "Tanh", "Softsign"],
+        },
+        outputs=3,
+        runtime="onnxruntime",
+        fd_step=2e-3,
+        rtol=3e-3,
+        atol=1e-3,
+        id="LSTM-clip-forget-activations",
+    ),  # fmt: skip
+    Case(
+        "LSTM",
+        (seq(B2, T, 2), seq(1, 4 * H, 2), seq(1, 4 * H, H), seq(1, 8 * H), None, seq(B2, 1, H)),
+        {"hidden_size": H, "layout": 1},
+        outputs=3,
+        min_opset=14,
+        on_onnxruntime=False,
+        id="LSTM-layout1",
+    ),  # fmt: skip
+    Case(
+        "GRU",
+        (SEQ, seq(1, 3 * H, 2), seq(1, 3 * H, H), seq(1, 6 * H)),
+        {"hidden_size": H},
+        outputs=2,
+        id="GRU",
+    ),  # fmt: skip
+    Case(
+        "GRU",
+        (SEQ, seq(2, 3 * H, 2), seq(2, 3 * H, H), seq(2, 6 * H), None, seq(2, B2, H)),
+        {"hidden_size": H, "linear_before_reset": 1, "direction": "bidirectional"},
+        outputs=2,
+        id="GRU-linear-before-reset",
+    ),  # fmt: skip
+    Case(
+        "RNN",
+        (SEQ, seq(1, H, 2), seq(1, H, H), seq(1, 2 * H)),
+        {"hidden_size": H, "direction": "reverse"},
+        outputs=2,
+        id="RNN-reverse",
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize(
+    "case,opset",
+    [pytest.param(c, o, id=f"{c.id}-op{o}") for c in RECURRENT for o in c.opsets()],
+)
+def test_recurrent_rules_match_finite_differences(case, opset):
+    check(case, opset)
+
+
+def _control_flow_model(kind: str, opset: int, flag: bool, dtype=np.float64):
+    """A Loop (acc ← acc·w + i·x, scan output tanh(acc)) or an If (w·x or sin(w)) on the way
+    from w, x (and a0) to the loss."""
+    D = oh.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    v = lambda n, shape, t=D: oh.make_tensor_value_info(n, t, shape)  # noqa: E731
+    if kind == "Loop":
+        body = oh.make_graph(
+            [
+                oh.make_node("Identity", ["cond"], ["cond_out"]),
+                oh.make_node("Mul", ["acc", "w"], ["aw"]),
+                oh.make_node("Cast", ["i"], ["fi"], to=D),
+                oh.make_node("Mul", ["x", "fi"], ["xi"]),
+                oh.make_node("Add", ["aw", "xi"], ["acc_out"]),
+                oh.make_node("Tanh", ["acc_out"], ["scan"]),
+            ],
+            "body",
+            [v("i", [], TensorProto.INT64), v("cond", [], TensorProto.BOOL), v("acc", [3])],
+            [v("cond_out", [], TensorProto.BOOL), v("acc_out", [3]), v("scan", [3])],
+        )
+        first = oh.make_node("Loop", ["M", "T", "a0"], ["y", "scans"], body=body, name="loop")
+        extra = [oh.make_node("ReduceSum", ["scans"], ["extra"], keepdims=0)]
+        inputs = [v("a0", [3]), v("w", [3]), v("x", [3])]
+    else:
+        then = oh.make_graph([oh.make_node("Mul", ["w", "x"], ["t"])], "then", [], [v("t", [3])])
+        other = oh.make_graph([oh.make_node("Sin", ["w"], ["e"])], "else", [], [v("e", [3])])
+        first = oh.make_node("If", ["T"], ["y"], then_branch=then, else_branch=other, name="if")
+        extra = [oh.make_node("Identity", ["zero"], ["extra"])]
+        inputs = [v("w", [3]), v("x", [3])]
+    nodes = [
+        first,
+        *extra,
+        oh.make_node("Mul", ["y", "y"], ["yy"]),
+        oh.make_node("ReduceSum", ["yy"], ["s"], keepdims=0),
+        oh.make_node("Add", ["s", "extra"], ["loss"]),
+    ]
+    inits = [
+        nh.from_array(np.array(4, np.int64), "M"),
+        nh.from_array(np.array(flag), "T"),
+        nh.from_array(np.array(0.0, dtype), "zero"),
+    ]
+    graph = oh.make_graph(nodes, "control_flow", inputs, [v("loss", [])], inits)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)], ir_version=8)
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("kind,flag", [("Loop", True), ("If", True), ("If", False)])
+def test_control_flow_rules_match_finite_differences(kind, flag, opset):
+    model = _control_flow_model(kind, opset, flag)
+    rng = np.random.default_rng(opset)
+    feeds = {"a0": rng.normal(size=3), "w": rng.uniform(0.5, 0.9, 3), "x": rng.normal(size=3)}
+    feeds = {i.name: feeds[i.name] for i in model.graph.input}
+    for name, (got, expected) in gradients_and_differences(model, feeds, list(feeds)).items():
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8, err_msg=name)
+    grad_model = gradient(model, list(feeds))
+    onnx.shape_inference.infer_shapes(grad_model, check_type=True, strict_mode=True)
+    model32 = _control_flow_model(kind, opset, flag, np.float32)
+    on_runtime(gradient(model32, list(feeds)), {k: v.astype(np.float32) for k, v in feeds.items()})
