@@ -1,5 +1,6 @@
-"""Readiness check: what would stop onnxruntime-training 1.19.2 from training a model, found
-before any training and each with a fix.
+"""Readiness check: what would stop onnxruntime-training 1.19.2 (or, with
+``backend="onnxruntime"``, the :mod:`onnxloss.autodiff` pass on plain onnxruntime) from
+training a model, found before any training and each with a fix.
 
 ``check_trainable(model, weights)`` follows the paths from the tensors to train to the loss
 (the first output, which the runtime differentiates) and reports:
@@ -44,6 +45,10 @@ from .tensor_info import FLOAT_TYPES, TensorInfo
 
 RUNTIME_OPSETS = (11, 21)
 RUNTIME_MAX_IR = 10
+#: The training paths the check knows: onnxruntime-training's gradient builder, or the
+#: onnxloss.autodiff pass whose graphs plain onnxruntime runs.
+BACKENDS = ("onnxruntime-training", "onnxruntime")
+AUTODIFF = "onnxloss.autodiff (the gradient pass for plain onnxruntime)"
 
 #: ai.onnx.ml operators that keep trainable-looking parameters in attributes.
 _ML_PARAMETER_OPS = {
@@ -117,6 +122,7 @@ class TrainabilityReport:
     loss_outputs: list[str]
     path_nodes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    backend: str = "onnxruntime-training"
 
     @property
     def errors(self) -> list[Problem]:
@@ -148,8 +154,9 @@ class TrainabilityReport:
         """Raise :class:`NotTrainableError` listing every error, if there is one."""
         if self.errors:
             lines = "; ".join(p.line() for p in self.errors)
+            who = AUTODIFF if self.backend == "onnxruntime" else RUNTIME
             raise NotTrainableError(
-                f"{RUNTIME} cannot train this model ({len(self.errors)} problem(s)): {lines}"
+                f"{who} cannot train this model ({len(self.errors)} problem(s)): {lines}"
             )
 
 
@@ -159,6 +166,7 @@ def check_trainable(
     *,
     loss_output: str | None = None,
     device: str | None = "cpu",
+    backend: str = "onnxruntime-training",
 ) -> TrainabilityReport:
     """Report everything that stops onnxruntime-training 1.19.2 from training ``model``.
 
@@ -172,6 +180,12 @@ def check_trainable(
             without one.
         device: ``"cpu"`` (missing CPU gradient kernels are errors), ``"cuda"``, or None
             (unknown: they are warnings).
+        backend: ``"onnxruntime-training"`` (its gradient builder, opset 11–21, IR <= 10,
+            float32 weights) or ``"onnxruntime"``: the :mod:`onnxloss.autodiff` pass, whose
+            graphs plain onnxruntime runs; then an operator on the path without a gradient
+            rule (or in a form its rule does not handle) is the error, any float type
+            trains, opsets from 13 are accepted, and onnxruntime 1.19.2's opset 21 / IR 10
+            limits are warnings (newer onnxruntime releases load newer models).
 
     Returns:
         A :class:`TrainabilityReport`; ``report.ok`` is False when training cannot work,
@@ -180,7 +194,9 @@ def check_trainable(
     model = load_model(model, load_external_data=False)
     if weights is not None and (isinstance(weights, str) or not _all_str(weights)):
         raise OnnxLossError(f"weights must be a list of tensor names, got {weights!r}")
-    return _Checker(model, weights, loss_output, device).run()
+    if backend not in BACKENDS:
+        raise OnnxLossError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    return _Checker(model, weights, loss_output, device, backend).run()
 
 
 def default_trainables(model: onnx.ModelProto) -> list[str]:
@@ -196,7 +212,7 @@ def _all_str(values: Iterable) -> bool:
 
 
 class _Checker:
-    def __init__(self, model, weights, loss_output, device):
+    def __init__(self, model, weights, loss_output, device, backend="onnxruntime-training"):
         from .passes.node_rules import RewriteContext  # the passes' view of types and names
 
         self.model = model
@@ -204,6 +220,8 @@ class _Checker:
         self.weights = None if weights is None else list(dict.fromkeys(weights))
         self.loss_output = loss_output
         self.device = device
+        self.backend = backend
+        self.autodiff = backend == "onnxruntime"
         self.problems: list[Problem] = []
         self.opset = next(
             (op.version for op in model.opset_import if op.domain in DEFAULT_DOMAINS), None
@@ -228,10 +246,13 @@ class _Checker:
         path = self.check_paths(trainables, targets) if targets else []
         order = {"error": 0, "warning": 1}
         problems = sorted(self.problems, key=lambda p: order[p.severity])
-        return TrainabilityReport(self.trainable_names, targets, path, problems)
+        return TrainabilityReport(self.trainable_names, targets, path, problems, self.backend)
 
     # -- versions ---------------------------------------------------------------------------
     def check_versions(self) -> None:
+        if self.autodiff:
+            self._check_versions_autodiff()
+            return
         low, high = RUNTIME_OPSETS
         if self.opset is None:
             self.error(
@@ -280,6 +301,39 @@ class _Checker:
                     "onnxloss.passes.LowerIRVersion()",
                 )
 
+    def _check_versions_autodiff(self) -> None:
+        from .model_index import MAX_OPSET
+
+        if self.opset is None or not MIN_OPSET <= self.opset <= MAX_OPSET:
+            found = "no ai.onnx opset" if self.opset is None else f"ai.onnx opset {self.opset}"
+            self.error(
+                "opset",
+                "ai.onnx" if self.opset is None else f"ai.onnx {self.opset}",
+                f"the model has {found}; {AUTODIFF} emits gradients for opsets {MIN_OPSET} to "
+                f"{MAX_OPSET}",
+                f"onnxloss.passes.ConvertOpset({min(max(self.opset or 0, MIN_OPSET), 21)}) "
+                "converts it",
+            )
+        elif self.opset > RUNTIME_OPSETS[1] or self.model.ir_version > RUNTIME_MAX_IR:
+            self.warning(
+                "runtime-version",
+                f"ai.onnx {self.opset}, IR {self.model.ir_version}",
+                f"onnxruntime 1.19.2 loads ai.onnx opsets up to {RUNTIME_OPSETS[1]} and IR "
+                f"versions up to {RUNTIME_MAX_IR}; this model has opset {self.opset}, IR "
+                f"{self.model.ir_version}",
+                "use a newer onnxruntime release, or onnxloss.passes.ConvertOpset(21) and "
+                "LowerIRVersion()",
+            )
+        for op in self.model.opset_import:
+            if op.domain not in (*DEFAULT_DOMAINS, ML_DOMAIN):
+                self.warning(
+                    "domain",
+                    op.domain,
+                    f"the model imports domain '{op.domain}'; plain onnxruntime may not "
+                    "implement it",
+                    "check that the runtime has kernels for its operators",
+                )
+
     # -- loss -------------------------------------------------------------------------------
     def check_loss(self) -> list[str]:
         outputs = [o.name for o in self.graph.output]
@@ -320,7 +374,7 @@ class _Checker:
                 "pass the name of the scalar loss output, or add one with onnxloss.rewrite",
             )
             return []
-        if outputs[0] != name:
+        if outputs[0] != name and not self.autodiff:  # autodiff takes loss_output by name
             self.error(
                 "loss-position",
                 name,
@@ -331,7 +385,13 @@ class _Checker:
         info = TensorInfo.from_value_info(self.graph.output[outputs.index(name)])
         if info is None or not info.elem_type or info.shape is None:
             info = self.infos.get(name, info)  # what shape inference knows
-        if info is not None and info.elem_type and info.elem_type != TensorProto.FLOAT:
+        float32_only = not self.autodiff or info is None or info.elem_type not in FLOAT_TYPES
+        if (
+            info is not None
+            and info.elem_type
+            and info.elem_type != TensorProto.FLOAT
+            and float32_only
+        ):
             self.error(
                 "loss-dtype",
                 name,
@@ -376,7 +436,7 @@ class _Checker:
         for name in names:
             tensor = self.initializers.get(name)
             if tensor is not None:
-                if name in inputs:
+                if name in inputs and not self.autodiff:
                     self.error(
                         "trainable-input",
                         name,
@@ -385,7 +445,9 @@ class _Checker:
                         "onnxloss.passes.InitializersNotInputs() removes it from the inputs "
                         "(make_trainable does)",
                     )
-                if tensor.data_type == TensorProto.FLOAT:
+                if tensor.data_type == TensorProto.FLOAT or (
+                    self.autodiff and tensor.data_type in FLOAT_TYPES
+                ):
                     usable.append(name)
                 elif tensor.data_type in FLOAT_TYPES:
                     kind = TensorProto.DataType.Name(tensor.data_type)
@@ -405,6 +467,8 @@ class _Checker:
                         f"'{name}' is a {kind} tensor; only float tensors have gradients",
                         "leave it out of the weights",
                     )
+            elif name in inputs and self.autodiff:
+                usable.append(name)  # the gradient pass differentiates inputs too
             elif name in inputs:
                 self.error(
                     "trainable-input",
@@ -494,7 +558,7 @@ class _Checker:
             trainables,
             targets,
             differentiable=self.differentiable,
-            skipped_inputs=_runtime_skipped_inputs,
+            skipped_inputs=self._skipped,
             stops=self._stops,
         )
         needed, live, on_path = path.needed, path.live, path.nodes
@@ -514,8 +578,14 @@ class _Checker:
         self._report_nodes([*on_path, *inner])
         return [n.name or n.op_type for n in on_path]
 
+    def _skipped(self, node: onnx.NodeProto) -> frozenset[int]:
+        if self.autodiff:
+            rule = _gradient_rule(node)
+            return rule.non_differentiable if rule is not None else frozenset()
+        return _runtime_skipped_inputs(node)
+
     def _fed(self, node: onnx.NodeProto, live: set[str]) -> bool:
-        return _fed(node, live, _runtime_skipped_inputs(node))
+        return _fed(node, live, self._skipped(node))
 
     def _stops(self, node: onnx.NodeProto) -> bool:
         return stops_gradient(node)
@@ -535,6 +605,9 @@ class _Checker:
         return found
 
     def _report_nodes(self, nodes: list[onnx.NodeProto]) -> None:
+        if self.autodiff:
+            self._report_rules(nodes)
+            return
         groups: dict[tuple[str, str, str, str], list[str]] = {}
         for node in nodes:
             support = gradient_support(node, self.opset or 0)
@@ -550,6 +623,35 @@ class _Checker:
             if status == "cpu" and self.device is None:
                 severity = "warning"
             self.add(severity, kind, ", ".join(names), f"{_describe(names, op)}: {reason}", fix)
+
+    def _report_rules(self, nodes: list[onnx.NodeProto]) -> None:
+        """The nodes onnxloss.autodiff has no rule for, or whose form its rule refuses."""
+        from .autodiff.node import GradientNode
+
+        groups: dict[tuple[str, str, str, str], list[str]] = {}
+        for node in nodes:
+            rule = _gradient_rule(node)
+            if rule is None:
+                kind, reason = "no-gradient-rule", f"{AUTODIFF} has no gradient rule for it"
+            elif rule.check is not None and self.context is not None:
+                reason = rule.check(GradientNode(node, self.context, None, []))
+                if not reason:
+                    continue
+                kind = "gradient-form"
+                reason = f"the gradient rule for {rule.operator} does not handle it: {reason}"
+            else:
+                continue
+            fix = self._fix_for(node, "none") if kind == "no-gradient-rule" else ""
+            if not fix.startswith("onnxloss.passes."):
+                fix = (
+                    "register a rule with the onnxloss_register_gradients hook (see the "
+                    "autodiff guide), rewrite the node, or leave the weights before it out of "
+                    "training"
+                )
+            key = (kind, _op_name(node), reason, fix)
+            groups.setdefault(key, []).append(node.name or f"<unnamed {node.op_type}>")
+        for (kind, op, reason, fix), names in groups.items():
+            self.error(kind, ", ".join(names), f"{_describe(names, op)}: {reason}", fix)
 
     def _fix_for(self, node: onnx.NodeProto, status: str) -> str:
         from .passes import DECOMPOSITIONS
@@ -686,6 +788,12 @@ def gradient_path(
             on_path.append(node)
     on_path.reverse()
     return GradientPath(on_path, live, needed)
+
+
+def _gradient_rule(node: onnx.NodeProto):
+    from .registry import get_registry
+
+    return get_registry().gradient_rule(node.op_type, node.domain)
 
 
 def _runtime_skipped_inputs(node: onnx.NodeProto) -> frozenset[int]:
