@@ -76,7 +76,7 @@ def gradients_and_differences(
             out = forward.run([loss], {**feeds, name: w.astype(feeds[name].dtype)})
             return float(np.sum(out[0]))
 
-        numeric = numeric_gradient(objective, np.asarray(feeds[name], np.float64), step)
+        numeric = numeric_gradient(objective, np.array(feeds[name], np.float64), step)
         found[name] = (results[_gradient_name(grad_model, name)], numeric)
     return found
 

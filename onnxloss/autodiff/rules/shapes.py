@@ -144,17 +144,35 @@ def _normalized(g, indices, size):
     return g.Where(negative, g.Add(indices, size), indices)
 
 
+def _unique_indices(node) -> bool:
+    """Constant indices that name each position once (all >= 0, or all < 0, distinct)."""
+    values = node.constant_ints(1)
+    if values is None:
+        return False
+    signs = {v >= 0 for v in values}
+    return len(signs) <= 1 and len(set(values)) == len(values)
+
+
 def _gather_check(node) -> str:
-    if node.input_rank(0) is None or node.input_rank(1) is None:
-        return "the ranks of its data and indices must be known"
-    return ""
+    known = node.input_rank(0) is not None and node.input_rank(1) is not None
+    if known or node.opset >= SCATTER_ADD_OPSET or _unique_indices(node):
+        return ""
+    return (
+        "the ranks of its data and indices are unknown and its indices may repeat: summing "
+        "their gradients then needs ScatterElements(reduction='add'), from opset 16"
+    )
 
 
 @rules.define("Gather", check=_gather_check)
 def gather(g, node, grads):
     """dx[..., i, ...] = Σ over the positions j where indices[j] = i of dy[..., j, ...]
-    (ScatterND with reduction='add' from opset 16, a OneHot product below)"""
+    (ScatterND with reduction='add' from opset 16, a OneHot product below; ranks unknown:
+    the index trick, ScatterElements with reduction='add' on flat positions)"""
     data, indices, dy = node.input(0), node.input(1), grads[0]
+    if node.input_rank(0) is None or node.input_rank(1) is None:
+        picked = g.op("Gather", positions(g, data), indices, axis=node.attr("axis", 0))
+        reduction = None if _unique_indices(node) else "add"
+        return [scatter_flat(g, data, picked, dy, reduction=reduction), None]
     r, q = node.require_rank(0), node.require_rank(1)
     axis = node.attr("axis", 0) % r
     size = g.dims(data, [axis])
