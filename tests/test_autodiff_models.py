@@ -133,8 +133,8 @@ def attention_block():
           n.param("W1", d, 2 * d))  # fmt: skip
     # GELU, tanh form (onnx.reference computes Erf in float32, too coarse for differences;
     # the exported transformers cover Erf against PyTorch)
-    inner = n("Mul", n("Add", f, n("Mul", n("Mul", n("Mul", f, f), f), n.const(0.044715, np.float64))),
-              n.const(np.sqrt(2 / np.pi), np.float64))  # fmt: skip
+    cube = n("Mul", n("Mul", n("Mul", f, f), f), n.const(0.044715, np.float64))
+    inner = n("Mul", n("Add", f, cube), n.const(np.sqrt(2 / np.pi), np.float64))
     gelu = n("Mul", n("Mul", f, n.const(0.5, np.float64)),
              n("Add", n("Tanh", inner), n.const(1.0, np.float64)))  # fmt: skip
     out = n("Add", h, n("MatMul", gelu, n.param("W2", 2 * d, d)))
