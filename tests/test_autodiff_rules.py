@@ -710,3 +710,56 @@ def test_control_flow_rules_match_finite_differences(kind, flag, opset):
     onnx.shape_inference.infer_shapes(grad_model, check_type=True, strict_mode=True)
     model32 = _control_flow_model(kind, opset, flag, np.float32)
     on_runtime(gradient(model32, list(feeds)), {k: v.astype(np.float32) for k, v in feeds.items()})
+
+
+def _scan_model(opset: int, dtype=np.float64, reverse: int = 0, axis: int = 0):
+    """Scan over the rows of x (reverse, or not): s ← tanh(s·w + x_t), outputs s_t² stacked
+    along ``axis``."""
+    D = oh.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    v = lambda n, shape, t=D: oh.make_tensor_value_info(n, t, shape)  # noqa: E731
+    body = oh.make_graph(
+        [
+            oh.make_node("Mul", ["s", "w"], ["sw"]),
+            oh.make_node("Add", ["sw", "xt"], ["pre"]),
+            oh.make_node("Tanh", ["pre"], ["s_out"]),
+            oh.make_node("Mul", ["s_out", "s_out"], ["y"]),
+        ],
+        "scan_body",
+        [v("s", [2]), v("xt", [2])],
+        [v("s_out", [2]), v("y", [2])],
+    )
+    scan = oh.make_node("Scan", ["s0", "x"], ["s_final", "ys"], body=body, num_scan_inputs=1,
+                        scan_input_directions=[reverse], scan_output_axes=[axis], name="scan")  # fmt: skip
+    nodes = [
+        scan,
+        oh.make_node("ReduceSum", ["ys"], ["a"], keepdims=0),
+        oh.make_node("ReduceSum", ["s_final"], ["b"], keepdims=0),
+        oh.make_node("Add", ["a", "b"], ["loss"]),
+    ]
+    graph = oh.make_graph(
+        nodes, "scan", [v("s0", [2]), v("w", [2]), v("x", [4, 2])], [v("loss", [])]
+    )
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)], ir_version=8)
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+def test_scan_rule_matches_finite_differences(opset):
+    reverse = 0  # onnx.reference runs forward scans only: the reverse one is checked below
+    model = _scan_model(opset, reverse=reverse)
+    rng = np.random.default_rng(opset)
+    feeds = {"s0": rng.normal(size=2), "w": rng.normal(size=2), "x": rng.normal(size=(4, 2))}
+    for name, (got, expected) in gradients_and_differences(model, feeds, list(feeds)).items():
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8, err_msg=name)
+    model32 = _scan_model(opset, np.float32, reverse)
+    on_runtime(gradient(model32, list(feeds)), {k: v.astype(np.float32) for k, v in feeds.items()})
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnx.reference runs forward scans along axis 0 only")
+def test_reverse_scan_with_another_output_axis_on_onnxruntime():
+    model = _scan_model(17, np.float32, reverse=1, axis=1)
+    rng = np.random.default_rng(3)
+    feeds = {"s0": rng.normal(size=2), "w": rng.normal(size=2), "x": rng.normal(size=(4, 2))}
+    feeds = {k: v.astype(np.float32) for k, v in feeds.items()}
+    found = gradients_and_differences(model, feeds, list(feeds), step=1e-2, runtime="onnxruntime")
+    for name, (got, expected) in found.items():
+        np.testing.assert_allclose(got, expected, rtol=2e-3, atol=1e-3, err_msg=name)

@@ -1,4 +1,4 @@
-"""Gradient rules of control flow: ``If`` and ``Loop`` (plugin ``control_flow``).
+"""Gradient rules of control flow: ``If``, ``Loop`` and ``Scan`` (plugin ``control_flow``).
 
 A subgraph's intermediate values are not visible outside the node that runs it, so the
 gradient recomputes what it needs:
@@ -13,6 +13,9 @@ gradient recomputes what it needs:
   and the slice ``t`` of each scan output's gradient) and carries the gradient of the
   body's inputs to iteration ``t - 1``, summing the gradients of the outer values the
   body reads. Carried values must keep their shape from one iteration to the next.
+* ``Scan``: run as such a loop, whose body first gathers iteration ``t``'s element of each
+  scan input (along its axis, in its direction); the scan inputs are then outer values of
+  the body, whose gradients the walk returns whole.
 
 Subgraphs nested inside a differentiated body are not handled (the rule says so).
 """
@@ -216,6 +219,7 @@ def loop_gradient(
                  for k in floats]  # fmt: skip
     d_outer = [_typed(bb.fresh_value(f"{n}_grad_sum"), infos.get(n)) for n in wanted_outer]
     t = bb.Sub(bb.Sub(trips, bb.const(np.array(1, np.int64))), j)
+    infos[t.name] = TensorInfo(t.name, onnx.TensorProto.INT64, ())
     at_t = {}
     for k in range(n_carried):
         value = bb.op("Reshape", bb.op("Gather", stacks[k], t, axis=0), g.shape(inits[k]))
@@ -275,6 +279,102 @@ def loop_gradient(
             carried_grads[k] = back[pos]
     outer = dict(zip(wanted_outer, back[len(floats) :], strict=True))
     return carried_grads, outer
+
+
+def _scan_check(node) -> str:
+    reason = _nested_check(node)
+    if reason:
+        return reason
+    n_scan_in = node.attr("num_scan_inputs")
+    ranks = [node.input_rank(node.num_inputs - n_scan_in + m) for m in range(n_scan_in)]
+    outs = len(node.attr("body").output) - (node.num_inputs - n_scan_in)
+    if None in ranks or any(node.output_rank(node.num_outputs - outs + k) is None
+                            for k in range(outs)):  # fmt: skip
+        return "the ranks of its scan inputs and outputs must be known"
+    return ""
+
+
+@rules.define("Scan", check=_scan_check)
+def scan(g, node, grads):
+    """as a loop whose body gathers each scan input's element for iteration t"""
+    body = node.attr("body")
+    m = node.attr("num_scan_inputs")
+    n = node.num_inputs - m
+    k_out = len(body.output) - n
+    in_axes = list(node.attr("scan_input_axes") or [0] * m)
+    in_dirs = list(node.attr("scan_input_directions") or [0] * m)
+    out_axes = list(node.attr("scan_output_axes") or [0] * k_out)
+    out_dirs = list(node.attr("scan_output_directions") or [0] * k_out)
+    names = g._names
+    first = node.input(n)
+    axis0 = in_axes[0] % node.input_rank(n)
+    trips = g.squeeze(g.dims(first, [axis0]), [0])
+    it = onnx.helper.make_tensor_value_info(names.fresh("t"), onnx.TensorProto.INT64, [])
+    cond = onnx.helper.make_tensor_value_info(names.fresh("cond"), onnx.TensorProto.BOOL, [])
+    last = names.fresh("last")
+    nodes = [
+        onnx.helper.make_node("Sub", [trips.name, _one(g).name], [last]),
+    ]
+    for j in range(m):
+        index = it.name
+        if in_dirs[j]:
+            index = names.fresh("reverse_t")
+            nodes.append(onnx.helper.make_node("Sub", [last, it.name], [index]))
+        axis = in_axes[j] % node.input_rank(n + j)
+        nodes.append(
+            onnx.helper.make_node(
+                "Gather", [node.node.input[n + j], index], [body.input[n + j].name], axis=axis
+            )
+        )
+    cond_out = names.fresh("cond_out")
+    nodes.append(onnx.helper.make_node("Identity", [cond.name], [cond_out]))
+    nodes += list(body.node)
+    virtual = onnx.helper.make_graph(
+        nodes,
+        names.fresh(f"{node.name}_as_loop"),
+        [it, cond, *body.input[:n]],
+        [onnx.helper.make_tensor_value_info(cond_out, onnx.TensorProto.BOOL, []), *body.output],
+    )
+    infos = _infos(node)
+    for out in (n_.output[0] for n_ in nodes if n_.op_type == "Sub"):
+        infos[out] = TensorInfo(out, onnx.TensorProto.INT64, ())
+    for vi in body.input[n:]:
+        info = TensorInfo.from_value_info(vi)
+        if info is not None:
+            infos.setdefault(vi.name, info)
+    scan_grads = []
+    for k in range(k_out):
+        grad = grads[n + k]
+        if grad is not None:
+            rank = node.output_rank(n + k)
+            axis = out_axes[k] % rank
+            if axis:
+                grad = g.transpose(grad, [axis, *(a for a in range(rank) if a != axis)])
+            if out_dirs[k]:
+                big = np.iinfo(np.int64)
+                grad = g.op("Slice", grad, g.ints([-1]), g.ints([big.min]), g.ints([0]),
+                            g.ints([-1]))  # fmt: skip
+        scan_grads.append(grad)
+    scanned = [node.node.input[n + j] for j in range(m) if node.needs(n + j)]
+    implicit = [x for p, x in enumerate(node.implicit_inputs) if node.needs(node.num_inputs + p)]
+    carried, outer = loop_gradient(
+        g,
+        node,
+        virtual,
+        trip_count=trips,
+        condition=g.const(np.array(True)),
+        inits=[node.input(k) for k in range(n)],
+        outputs=[node.output(k) for k in range(n)],
+        grads=[*grads[:n], *scan_grads],
+        wanted_carried=[node.needs(k) for k in range(n)],
+        wanted_outer=list(dict.fromkeys([*scanned, *implicit])),
+    )
+    explicit = carried + [outer.get(node.node.input[n + j]) for j in range(m)]
+    return explicit + [outer.get(x) for x in node.implicit_inputs]
+
+
+def _one(g):
+    return g.const(np.array(1, np.int64))
 
 
 def _out_info(body: onnx.GraphProto, k: int, infos) -> TensorInfo | None:
