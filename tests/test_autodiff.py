@@ -412,3 +412,88 @@ def test_cli_check_backend(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["trainable"] and report["backend"] == "onnxruntime"
     assert report["problems"] == []
+
+
+# -- documentation and readiness ---------------------------------------------------------------
+def test_the_guide_lists_every_builtin_rule():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "autodiff.md").read_text()
+    table = page.split("<!-- autodiff-rules: begin -->")[1].split("<!-- autodiff-rules: end -->")[0]
+    documented = {}
+    for line in table.strip().splitlines()[2:]:
+        family, ops = (cell.strip() for cell in line.strip("|").split("|"))
+        documented[family] = sorted(op.strip() for op in ops.split(","))
+    found: dict[str, list[str]] = {}
+    for (_domain, op), reg in PluginRegistry(entry_points=False).gradient_rules().items():
+        found.setdefault(reg.plugin.name, []).append(op)
+    assert documented == {k: sorted(v) for k, v in found.items()}
+
+
+def _with_node(op_type: str, **attrs):
+    """An MLP whose first activation is replaced by ``op_type``."""
+    model = loss_model()
+    node = model.graph.node[2]
+    node.op_type = op_type
+    node.attribute.extend(oh.make_attribute(k, v) for k, v in attrs.items())
+    return model
+
+
+def test_readiness_for_the_autodiff_backend():
+    check = onnxloss.check_trainable
+    softplus = _with_node("Softplus")
+    assert not check(softplus).ok and check(softplus, backend="onnxruntime").ok
+    cumsum = loss_model()
+    cumsum.graph.node[2].op_type = "CumSum"
+    cumsum.graph.node[2].input.append("axis")
+    cumsum.graph.initializer.append(nh.from_array(np.array(1, np.int64), "axis"))
+    assert check(cumsum, backend="onnxruntime").ok
+    custom = _with_node("Wiggle")
+    custom.graph.node[2].domain = "my.ops"
+    custom.opset_import.append(oh.make_opsetid("my.ops", 1))
+    report = check(custom, backend="onnxruntime")
+    (error,) = report.errors
+    assert error.kind == "no-gradient-rule" and error.subject == "act0"
+    assert "onnxloss_register_gradients" in error.fix
+    with pytest.raises(onnxloss.NotTrainableError, match="onnxloss.autodiff"):
+        report.raise_for_errors()
+    with pytest.raises(onnxloss.OnnxLossError, match="backend must be one of"):
+        check(softplus, backend="torch")
+
+
+def test_readiness_reports_forms_a_rule_refuses():
+    """MaxPool with overlapping windows needs ScatterElements(add): opset 16."""
+    model = onnxloss.rewrite(_pool_model(13), onnxloss.MSELoss())
+    (error,) = onnxloss.check_trainable(model, backend="onnxruntime").errors
+    assert error.kind == "gradient-form" and "overlap" in error.message
+    later = onnxloss.rewrite(_pool_model(16), onnxloss.MSELoss())
+    assert onnxloss.check_trainable(later, backend="onnxruntime").ok
+
+
+def _pool_model(opset):
+    graph = oh.make_graph(
+        [oh.make_node("Mul", ["X", "w"], ["h"]),
+         oh.make_node("MaxPool", ["h"], ["variable"], kernel_shape=[3], strides=[1], name="pool")],
+        "pool", [oh.make_tensor_value_info("X", F, ["N", 1, 6])],
+        [oh.make_tensor_value_info("variable", F, ["N", 1, 4])],
+        [nh.from_array(np.ones((1, 1, 6), np.float32), "w")],
+    )  # fmt: skip
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)], ir_version=8)
+
+
+def test_readiness_accepts_what_only_the_training_build_refuses():
+    """float64 weights and opsets above 21 train with the pass (the latter with a warning
+    about onnxruntime 1.19.2)."""
+    from onnxloss.examples import linear_regression
+
+    float64 = onnxloss.rewrite(linear_regression(3, dtype=np.float64), onnxloss.MSELoss())
+    assert not onnxloss.check_trainable(float64).ok
+    assert onnxloss.check_trainable(float64, backend="onnxruntime").ok
+    new = onnxloss.rewrite(linear_regression(3, opset=22, ir_version=10), onnxloss.MSELoss())
+    report = onnxloss.check_trainable(new, backend="onnxruntime")
+    assert report.ok and [p.kind for p in report.warnings] == ["runtime-version"]
+    old = onnxloss.rewrite(linear_regression(3), onnxloss.MSELoss())
+    old.opset_import[0].version = 12
+    assert [p.kind for p in onnxloss.check_trainable(old, backend="onnxruntime").errors] == [
+        "opset"
+    ]

@@ -10,7 +10,9 @@ PyTorch's gradients of ``L = Σ output² / N`` (the loss ``onnxloss.MSELoss()`` 
 zero targets) with respect to every parameter, stored under ``grad/<initializer>`` for each
 initializer of each exported file that holds a parameter's values (as such, or transposed,
 as exporters fold ``Linear`` weights). Models in eval mode: BatchNormalization and Dropout in
-inference form. Not a test: pytest does not collect it.
+inference form; for the models with BatchNormalization the exporters are asked not to fold
+it into the convolutions (``training=PRESERVE`` for TorchScript, ``optimize=False`` for
+dynamo), so that it stays on the gradient path. Not a test: pytest does not collect it.
 """
 
 from __future__ import annotations
@@ -167,18 +169,23 @@ MODELS = {
 }
 
 
-def export(module, x, path: Path, exporter: str, opset: int) -> None:
+#: Models whose BatchNormalization must not be folded into the convolutions.
+KEEP_BATCHNORM = {"cnn", "residual"}
+
+
+def export(module, x, path: Path, exporter: str, opset: int, keep_batchnorm: bool) -> None:
     if exporter == "torchscript":
+        mode = torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL
         torch.onnx.export(
             module, (x,), str(path), input_names=["X"], output_names=["variable"],
             opset_version=opset, dynamic_axes={"X": {0: "N"}, "variable": {0: "N"}},
-            dynamo=False,
+            training=mode, dynamo=False,
         )  # fmt: skip
     else:
         torch.onnx.export(
             module, (x,), str(path), input_names=["X"], output_names=["variable"],
             opset_version=opset, dynamic_shapes=({0: torch.export.Dim("N", min=2)},),
-            dynamo=True,
+            optimize=not keep_batchnorm, dynamo=True,
         )  # fmt: skip
     model = onnx.load(str(path))  # fold external weights back into one small file
     onnx.save(model, str(path))
@@ -230,7 +237,7 @@ def main() -> None:
         for exporter, opset in exports:
             path = HERE / f"{name}-{exporter}{opset}.onnx"
             try:
-                export(module, x, path, exporter, opset)
+                export(module, x, path, exporter, opset, name in KEEP_BATCHNORM)
             except Exception as exc:  # noqa: BLE001  (recorded, the others still export)
                 print(f"skipped {path.name}: {type(exc).__name__}: {str(exc)[:200]}")
                 path.unlink(missing_ok=True)
