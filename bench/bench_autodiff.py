@@ -25,8 +25,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import onnxloss  # noqa: E402
 from bench_rewrite import best, chain_model  # noqa: E402
+
+import onnxloss  # noqa: E402
 from onnxloss.autodiff import gradient, training_step  # noqa: E402
 
 DATA = HERE.parent / "tests" / "data" / "autodiff"

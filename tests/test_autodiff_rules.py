@@ -728,8 +728,16 @@ def _scan_model(opset: int, dtype=np.float64, reverse: int = 0, axis: int = 0):
         [v("s", [2]), v("xt", [2])],
         [v("s_out", [2]), v("y", [2])],
     )
-    scan = oh.make_node("Scan", ["s0", "x"], ["s_final", "ys"], body=body, num_scan_inputs=1,
-                        scan_input_directions=[reverse], scan_output_axes=[axis], name="scan")  # fmt: skip
+    scan = oh.make_node(
+        "Scan",
+        ["s0", "x"],
+        ["s_final", "ys"],
+        body=body,
+        num_scan_inputs=1,
+        scan_input_directions=[reverse],
+        scan_output_axes=[axis],
+        name="scan",
+    )
     nodes = [
         scan,
         oh.make_node("ReduceSum", ["ys"], ["a"], keepdims=0),
