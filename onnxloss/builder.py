@@ -44,7 +44,9 @@ class GraphBuilder:
             numbers passed as inputs become constants of this type.
     """
 
-    def __init__(self, opset: int, names: NameAllocator, dtype=np.float32):
+    def __init__(
+        self, opset: int, names: NameAllocator, dtype=np.float32, share_constants: bool = False
+    ):
         self.opset = opset
         self.dtype = np.dtype(dtype)
         self._names = names
@@ -54,6 +56,8 @@ class GraphBuilder:
         # values made by emitted nodes, by name, so that a later lookup by name (a copied
         # node's input) finds the same object
         self._produced: dict[str, gs.Variable] = {}
+        # (dtype, shape, bytes) -> one Constant, when the fragment is exported in one piece
+        self._constants: dict[tuple, gs.Variable] | None = {} if share_constants else None
 
     # -- tensors coming from the original model ------------------------------------------
     def input(self, info: TensorInfo) -> Value:
@@ -122,11 +126,16 @@ class GraphBuilder:
             array = value
         else:
             array = np.asarray(value, dtype=dtype if dtype is not None else self.dtype)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if self._constants is not None and key in self._constants:
+            return self._constants[key]
         name = self._names.fresh(f"{self._scope}_const")
         out = gs.Variable(name, dtype=array.dtype, shape=list(array.shape))
         self._produced[name] = out
         tensor = onnx.numpy_helper.from_array(array, name)
         self._nodes.append(gs.Node("Constant", name=name, attrs={"value": tensor}, outputs=[out]))
+        if self._constants is not None:
+            self._constants[key] = out
         return out
 
     def _as_value(self, v: ValueLike | None) -> gs.Tensor:
@@ -300,6 +309,8 @@ class GraphBuilder:
         sub._scope = self._scope
         sub._inputs = self._inputs
         sub._produced = self._produced
+        if self._constants is not None:  # outer constants are visible inside, not the reverse
+            sub._constants = dict(self._constants)
         return sub
 
     def fresh_value(self, hint: str, dtype=None, shape=None) -> Value:

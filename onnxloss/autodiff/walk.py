@@ -204,7 +204,7 @@ def differentiate(
     ctx = RewriteContext(model)
     loss = _loss_info(model, index, ctx, loss_output)
     tensors = _wrt_infos(model, index, wrt)
-    g = GraphBuilder(index.opset, ctx.names, dtype=loss.dtype)
+    g = GraphBuilder(index.opset, ctx.names, dtype=loss.dtype, share_constants=True)
     names = [ctx.names.fresh(f"{t.name}_grad") for t in tensors]  # claimed before any other
     engine = Backpropagation(ctx, g, registry)
     with g.scope("onnxloss_grad_seed"):
