@@ -250,7 +250,6 @@ def training_step(
     opt = make_optimizer(optimizer, optimizer_params)
     clip = check_max_grad_norm(max_grad_norm)
     built = differentiate(model, wrt, loss_output, registry)
-    initializers = {t.name for t in model.graph.initializer}
     weights = built.wrt
     if any(w.shape is None or not all(isinstance(d, int) for d in w.shape) for w in weights):
         raise GradientError("the trained tensors need static shapes for a training step")
@@ -285,7 +284,6 @@ def training_step(
                 "input": item["name"],
                 "output": new,
                 "gradient": item["gradient"] if gradients else None,
-                "initializer": item["name"] in initializers,
             }
             for item, new in zip(base["trained"], update.new_names, strict=True)
         ],
