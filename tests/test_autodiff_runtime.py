@@ -343,3 +343,29 @@ def test_three_training_steps_equal_the_training_api(optimizer, params, clip):
     for k, (a, b) in enumerate(zip(ours, theirs, strict=True), start=1):
         for w in weights:
             np.testing.assert_allclose(a[w], b[w], rtol=1e-6, atol=1e-7, err_msg=f"step {k} {w}")
+
+
+@pytest.mark.parametrize("name", ["torch_mlp", "torch_zoo"])
+def test_the_models_of_tests_data_match_the_training_build(name):
+    """tests/data's PyTorch models: the pass differentiates them as exported (Softplus, ELU,
+    HardSwish, LayerNormalization, SELU, CELU, Mish, Softsign, HardSigmoid, PRelu,
+    LogSoftmax, ReduceLogSumExp...); the training build needs make_trainable's
+    decompositions first. Both compute the same function, so the gradients must agree."""
+    from onnxloss.passes import make_trainable
+
+    data = ROOT / "tests" / "data"
+    model = onnx.load(str(data / f"{name}.onnx"))
+    first = model.graph.output[0].name
+    spec = onnxloss.MSELoss(first) if name == "torch_mlp" else onnxloss.CrossEntropyLoss(first)
+    raw = onnxloss.rewrite(model, spec)
+    fixed = onnxloss.rewrite(make_trainable(model), spec)
+    X = np.load(data / f"{name}.npz")["X"][:8]
+    label = np.zeros((8, 1), np.float32) if name == "torch_mlp" else np.arange(8) % 3
+    feeds = {"X": X, "label": label}
+    weights = onnxloss.readiness.default_trainables(raw)
+    assert not onnxloss.check_trainable(raw).ok  # the training build cannot take it as is
+    assert onnxloss.check_trainable(raw, backend="onnxruntime").ok
+    loss, theirs = training_gradients(fixed, feeds, weights)
+    our_loss, ours = pass_gradients(raw, feeds, weights)
+    assert our_loss == pytest.approx(loss, rel=1e-5)
+    assert_close(ours, theirs, rtol=2e-5, what=name)
