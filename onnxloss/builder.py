@@ -44,13 +44,20 @@ class GraphBuilder:
             numbers passed as inputs become constants of this type.
     """
 
-    def __init__(self, opset: int, names: NameAllocator, dtype=np.float32):
+    def __init__(
+        self, opset: int, names: NameAllocator, dtype=np.float32, share_constants: bool = False
+    ):
         self.opset = opset
         self.dtype = np.dtype(dtype)
         self._names = names
         self._scope = "onnxloss"
         self._nodes: list[gs.Node] = []
         self._inputs: dict[str, gs.Variable] = {}
+        # values made by emitted nodes, by name, so that a later lookup by name (a copied
+        # node's input) finds the same object
+        self._produced: dict[str, gs.Variable] = {}
+        # (dtype, shape, bytes) -> one Constant, when the fragment is exported in one piece
+        self._constants: dict[tuple, gs.Variable] | None = {} if share_constants else None
 
     # -- tensors coming from the original model ------------------------------------------
     def input(self, info: TensorInfo) -> Value:
@@ -91,6 +98,7 @@ class GraphBuilder:
         name = self._names.fresh(f"{self._scope}_{op_type}")
         outputs = [gs.Variable(name)]
         outputs += [gs.Variable(self._names.fresh(f"{name}_{i}")) for i in range(1, num_outputs)]
+        self._produced.update((o.name, o) for o in outputs)
         node = gs.Node(
             op_type,
             name=name,
@@ -118,10 +126,16 @@ class GraphBuilder:
             array = value
         else:
             array = np.asarray(value, dtype=dtype if dtype is not None else self.dtype)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if self._constants is not None and key in self._constants:
+            return self._constants[key]
         name = self._names.fresh(f"{self._scope}_const")
         out = gs.Variable(name, dtype=array.dtype, shape=list(array.shape))
+        self._produced[name] = out
         tensor = onnx.numpy_helper.from_array(array, name)
         self._nodes.append(gs.Node("Constant", name=name, attrs={"value": tensor}, outputs=[out]))
+        if self._constants is not None:
+            self._constants[key] = out
         return out
 
     def _as_value(self, v: ValueLike | None) -> gs.Tensor:
@@ -207,6 +221,149 @@ class GraphBuilder:
         """Class labels of shape ``[N]`` or ``[N, 1]`` as an int64 ``[N, 1]`` tensor."""
         return self.reshape(self.cast(labels, np.int64), [-1, 1])
 
+    # -- tensors and shapes (the gradient rules' helpers) -------------------------------------
+    def value(self, name: str, dtype=None, shape=None) -> Value:
+        """A handle on an existing tensor of the model by name (type and shape optional)."""
+        var = self._produced.get(name) or self._inputs.get(name)
+        if var is None:
+            var = gs.Variable(name, dtype=dtype, shape=None if shape is None else list(shape))
+            self._inputs[name] = var
+        return var
+
+    def ints(self, values: Sequence[int]) -> Value:
+        """A 1-D int64 constant (axes, shapes, pads)."""
+        return self.const(np.asarray(list(values), np.int64).reshape(-1))
+
+    def shape(self, x: Value) -> Value:
+        """``Shape(x)``: the 1-D int64 shape of ``x`` at run time."""
+        return self.op("Shape", x)
+
+    def dims(self, x: Value, axes: Sequence[int]) -> Value:
+        """The run-time sizes of ``x`` along ``axes`` (negative allowed), 1-D int64."""
+        return self.op("Gather", self.shape(x), self.ints(axes), axis=0)
+
+    def size_as(self, x: Value, dtype=None) -> Value:
+        """The number of elements of ``x`` as a scalar of ``dtype`` (default: the term's)."""
+        return self.cast(self.op("Size", x), dtype if dtype is not None else self.dtype)
+
+    def full(self, shape: Value, fill: float, dtype=None) -> Value:
+        """``ConstantOfShape(shape)`` filled with ``fill`` of ``dtype`` (default: the term's)."""
+        array = np.asarray([fill], dtype=dtype if dtype is not None else self.dtype)
+        return self.op("ConstantOfShape", shape, value=array)
+
+    def zeros_like(self, x: Value, dtype=None) -> Value:
+        return self.full(self.shape(x), 0.0, dtype)
+
+    def ones_like(self, x: Value, dtype=None) -> Value:
+        return self.full(self.shape(x), 1.0, dtype)
+
+    def mask(self, condition: Value, dtype=None) -> Value:
+        """A bool tensor as 0/1 of ``dtype`` (default: the term's float type)."""
+        return self.cast(condition, dtype if dtype is not None else self.dtype)
+
+    def transpose(self, x: Value, perm: Sequence[int]) -> Value:
+        return self.op("Transpose", x, perm=list(perm))
+
+    def expand_as(self, x: Value, like: Value) -> Value:
+        """``x`` broadcast to the run-time shape of ``like``."""
+        return self.op("Expand", x, self.shape(like))
+
+    def sum_to(
+        self,
+        grad: Value,
+        like: Value,
+        grad_shape: Sequence | None = None,
+        like_shape: Sequence | None = None,
+    ) -> Value:
+        """Sum ``grad`` over the axes along which ``like`` was broadcast to ``grad``'s shape
+        (numpy rules), giving ``like``'s shape: the gradient of a broadcast input.
+
+        With both static shapes known, the axes are found here (none: ``grad`` itself);
+        otherwise they are computed from ``Shape`` at run time: the axes where ``like``'s
+        shape, padded with leading ones, differs from ``grad``'s.
+        """
+        if grad_shape is not None and len(grad_shape) == 0:
+            return grad  # a scalar result: every input was a scalar
+        axes = _broadcast_axes(grad_shape, like_shape)
+        if axes is not None:
+            if not axes:
+                return grad
+            lead = len(grad_shape) - len(like_shape)
+            summed = self.reduce_sum(grad, axes, keepdims=True)
+            return self.squeeze(summed, list(range(lead))) if lead else summed
+        like_dims = self.shape(like)
+        grad_dims = self.shape(grad)
+        missing = self.op("Sub", self.op("Size", grad_dims), self.op("Size", like_dims))
+        ones = self.full(self.unsqueeze(missing, [0]), 1, np.int64)
+        padded = self.op("Concat", ones, like_dims, axis=0)
+        differs = self.op("Not", self.op("Equal", padded, grad_dims))
+        axes_value = self.reshape(self.op("NonZero", differs), [-1])
+        summed = self.op("ReduceSum", grad, axes_value, keepdims=1, noop_with_empty_axes=1)
+        return self.op("Reshape", summed, like_dims)
+
+    # -- subgraphs (control-flow gradients) --------------------------------------------------
+    def nested(self) -> GraphBuilder:
+        """A builder for a subgraph (a branch, a loop body): same names, opset and float type,
+        and the same handles on outer tensors, so its nodes can read them."""
+        sub = GraphBuilder(self.opset, self._names, self.dtype)
+        sub._scope = self._scope
+        sub._inputs = self._inputs
+        sub._produced = self._produced
+        if self._constants is not None:  # outer constants are visible inside, not the reverse
+            sub._constants = dict(self._constants)
+        return sub
+
+    def fresh_value(self, hint: str, dtype=None, shape=None) -> Value:
+        """A new named value (a subgraph input), reachable by name through :meth:`value`."""
+        return self.value(self._names.fresh(hint), dtype, shape)
+
+    def subgraph(self, hint: str, inputs: Sequence[Value], outputs: Sequence[Value]) -> gs.Graph:
+        """The nodes emitted into this (nested) builder as a graph attribute value, dead
+        nodes removed."""
+        graph = gs.Graph(
+            nodes=list(self._nodes),
+            inputs=list(inputs),
+            outputs=list(outputs),
+            name=self._names.fresh(hint),
+            opset=self.opset,
+        )
+        graph.cleanup(remove_unused_graph_inputs=False)
+        return graph
+
+    def copy_node(self, node: onnx.NodeProto, rename: dict[str, str]) -> onnx.NodeProto:
+        """Emit a copy of ``node`` whose outputs get fresh names (recorded in ``rename``) and
+        whose inputs are renamed through ``rename``; returns the copy as a NodeProto, whose
+        names are those of the emitted node (for a walk over the copies)."""
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):  # fmt: skip
+            raise ValueError(
+                f"cannot copy node '{node.name}' ({node.op_type}): it holds a subgraph"
+            )
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = self._names.fresh(f"{node.name or node.op_type}_copy")
+        del copy.input[:]
+        copy.input.extend(rename.get(i, i) for i in node.input)
+        del copy.output[:]
+        for out in node.output:
+            if out:
+                rename[out] = self._names.fresh(out)
+            copy.output.append(rename[out] if out else "")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in copy.attribute}
+        outputs = [gs.Variable(o) if o else gs.Variable.empty() for o in copy.output]
+        self._produced.update((o.name, o) for o in outputs if o.name)
+        self._nodes.append(
+            gs.Node(
+                copy.op_type,
+                name=copy.name,
+                attrs={k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()},
+                inputs=[self.value(i) if i else gs.Variable.empty() for i in copy.input],
+                outputs=outputs,
+                domain=copy.domain or None,
+            )
+        )
+        return copy
+
     # -- export -----------------------------------------------------------------------------
     def mark(self) -> int:
         """A position in the emitted nodes, for :meth:`export_nodes` ``start``."""
@@ -226,6 +383,24 @@ class GraphBuilder:
         # topological, and keeping it keeps each term's nodes together.
         graph.cleanup(remove_unused_graph_inputs=False)
         return list(gs.export_onnx(graph, do_type_check=False).graph.node)
+
+
+def _broadcast_axes(grad_shape, like_shape) -> list[int] | None:
+    """Axes of ``grad_shape`` to sum to get ``like_shape`` under numpy broadcasting, when
+    the static shapes decide it; None when only the run-time shapes can."""
+    if grad_shape is None or like_shape is None or len(like_shape) > len(grad_shape):
+        return None
+    lead = len(grad_shape) - len(like_shape)
+    axes = list(range(lead))
+    for k, (big, small) in enumerate(zip(grad_shape[lead:], like_shape, strict=True)):
+        if small == 1:
+            if big != 1:  # broadcast, or unknown: summing an axis of size 1 changes nothing
+                axes.append(lead + k)
+        elif isinstance(small, int):
+            continue  # a fixed size other than 1 was not broadcast
+        elif small is None or small != big:
+            return None  # a symbolic size may be 1 at run time
+    return axes
 
 
 def _attr(value: object, name: str) -> object:

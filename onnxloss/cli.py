@@ -8,10 +8,14 @@
 ``onnxloss draw MODEL [-o out.svg]``
     a picture of a (loss) graph: rendered by Graphviz when installed, else DOT source or
     the ONNX text format.
-``onnxloss check MODEL [--weights a,b] [--loss-output NAME]``
+``onnxloss check MODEL [--weights a,b] [--loss-output NAME] [--backend B]``
     the readiness check (:func:`onnxloss.check_trainable`): every problem that would stop
-    onnxruntime-training from training MODEL, one per line with its fix; exits 0 when
-    nothing blocks training (warnings may remain), 1 when something does.
+    onnxruntime-training (or, with ``--backend onnxruntime``, the autodiff pass) from
+    training MODEL, one per line with its fix; exits 0 when nothing blocks training
+    (warnings may remain), 1 when something does.
+``onnxloss train-graph MODEL OUT [--weights a,b] [--optimizer sgd|adamw] [--max-grad-norm X]``
+    the training-step model of a loss model (:func:`onnxloss.autodiff.training_step`):
+    gradient and optimizer update in standard ONNX, for any runtime; writes OUT atomically.
 ``onnxloss demo``
     trains a small linear regression and compares it with least squares
     (needs the ``train`` extra).
@@ -173,7 +177,51 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["cpu", "cuda"],
         help="where training would run (default: %(default)s)",
     )
+    check.add_argument(
+        "--backend",
+        default="onnxruntime-training",
+        choices=["onnxruntime-training", "onnxruntime"],
+        help="the training path to check: onnxruntime-training's gradient builder, or the "
+        "onnxloss.autodiff pass run by plain onnxruntime (default: %(default)s)",
+    )
     check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    step = sub.add_parser(
+        "train-graph", help="write the training-step model (gradient + update) of a loss model"
+    )
+    step.add_argument("model", help="the loss model (.onnx, never modified; loss first)")
+    step.add_argument("output", help="where to write the training-step model")
+    step.add_argument(
+        "--weights",
+        type=_names,
+        default=None,
+        metavar="A,B",
+        help="comma-separated initializers to train (default: every float initializer of "
+        "rank >= 1)",
+    )
+    step.add_argument(
+        "--optimizer",
+        default="sgd",
+        choices=["sgd", "adamw"],
+        help="update rule, with onnxruntime-training's formulas (default: %(default)s)",
+    )
+    step.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=None,
+        metavar="X",
+        help="clip the gradients to this global L2 norm (default: no clipping)",
+    )
+    step.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an optimizer parameter, e.g. weight_decay=0.01 or betas=(0.9,0.99); repeatable",
+    )
+    step.add_argument(
+        "--loss-output", default=None, metavar="NAME", help="the loss output (default: the first)"
+    )
 
     demo = sub.add_parser("demo", help="train a small linear regression (needs [train])")
     demo.add_argument(
@@ -327,13 +375,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .readiness import check_trainable
 
     report = check_trainable(
-        args.model, args.weights, loss_output=args.loss_output, device=args.device
+        args.model,
+        args.weights,
+        loss_output=args.loss_output,
+        device=args.device,
+        backend=args.backend,
     )
     if args.json:
         print(
             json.dumps(
                 {
                     "trainable": report.ok,
+                    "backend": report.backend,
                     "weights": report.trainables,
                     "left_out": report.left_out,
                     "loss_outputs": report.loss_outputs,
@@ -345,6 +398,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         print(f"{args.model}: {report.format()}")
     return 0 if report.ok else 1
+
+
+def _cmd_train_graph(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .autodiff import training_step
+    from .model_io import load_model, save_model_atomic
+    from .rewrite import _validate_model
+
+    params = dict(parse_option(o) for o in args.option)
+    model = load_model(args.model, load_external_data=False)
+    step = training_step(
+        model,
+        args.weights,
+        args.optimizer,
+        optimizer_params=params or None,
+        max_grad_norm=args.max_grad_norm,
+        loss_output=args.loss_output,
+        validate=False,
+    )
+    # checked as the finished temporary file, beside any external data it refers to
+    save_model_atomic(step, args.output, Path(args.model).resolve().parent, _validate_model)
+    print(f"wrote {args.output}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -365,6 +442,7 @@ COMMANDS = {
     "plugins": _cmd_plugins,
     "draw": _cmd_draw,
     "check": _cmd_check,
+    "train-graph": _cmd_train_graph,
     "demo": _cmd_demo,
 }
 

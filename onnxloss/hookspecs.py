@@ -45,3 +45,30 @@ def onnxloss_register_regularizers(register: Callable[..., None]) -> None:
     aliases live in a namespace separate from the losses' (``"l1"`` may be both a loss and
     a penalty). The same rules as :func:`onnxloss_register_losses` apply.
     """
+
+
+@hookspec
+def onnxloss_register_gradients(register: Callable[..., None]) -> None:
+    """Register vector-Jacobian rules, the gradients of operators, for :mod:`onnxloss.autodiff`.
+
+    Call ``register(op_type, rule, domain="", non_differentiable=(), check=None)`` once per
+    operator. ``rule(g, node, grads)`` receives the :class:`onnxloss.GraphBuilder` ``g``
+    (constants take the node's float type), the node as an
+    :class:`onnxloss.autodiff.GradientNode` (its inputs and outputs as graph values, its
+    attributes with their schema defaults, which inputs need a gradient) and ``grads``, the
+    gradient of the loss with respect to each output (``None`` for an output no gradient
+    reaches). It returns, for each input in order, the gradient with respect to it (the
+    input's shape, summed back over broadcast axes) or ``None`` where none is needed or
+    the gradient is zero.
+
+    ``domain`` is the operator's domain (``""`` for ai.onnx). ``non_differentiable`` lists
+    the positions of float inputs the rule treats as constants (such as a clipping bound):
+    no gradient flows through them, so a weight reaching the loss only that way is reported
+    as unreachable. ``check(node)``, if given, returns ``""`` when the rule handles that node
+    and else the reason it does not; the readiness check reports it before any graph is
+    built.
+
+    A rule for a ``(domain, op_type)`` another plugin registered first is refused and
+    reported with both plugins' names; the plugin's other rules still register. As for the
+    other hooks, registrations are kept only if the hook returns normally.
+    """

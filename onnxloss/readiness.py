@@ -1,5 +1,6 @@
-"""Readiness check: what would stop onnxruntime-training 1.19.2 from training a model, found
-before any training and each with a fix.
+"""Readiness check: what would stop onnxruntime-training 1.19.2 (or, with
+``backend="onnxruntime"``, the :mod:`onnxloss.autodiff` pass on plain onnxruntime) from
+training a model, found before any training and each with a fix.
 
 ``check_trainable(model, weights)`` follows the paths from the tensors to train to the loss
 (the first output, which the runtime differentiates) and reports:
@@ -25,7 +26,7 @@ trained value). The check never imports onnxruntime.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import onnx
@@ -39,7 +40,6 @@ from .rewrite import read_metadata
 from .tensor_info import FLOAT_TYPES, TensorInfo
 from .trainables import (
     default_weights,
-    gradient_sources,
     implicit_inputs,
     non_differentiable_positions,
     stops_gradient,
@@ -47,6 +47,10 @@ from .trainables import (
 
 RUNTIME_OPSETS = (11, 21)
 RUNTIME_MAX_IR = 10
+#: The training paths the check knows: onnxruntime-training's gradient builder, or the
+#: onnxloss.autodiff pass whose graphs plain onnxruntime runs.
+BACKENDS = ("onnxruntime-training", "onnxruntime")
+AUTODIFF = "onnxloss.autodiff (the gradient pass for plain onnxruntime)"
 
 #: ai.onnx.ml operators that keep trainable-looking parameters in attributes.
 _ML_PARAMETER_OPS = {
@@ -124,6 +128,7 @@ class TrainabilityReport:
     path_nodes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)
+    backend: str = "onnxruntime-training"
 
     @property
     def errors(self) -> list[Problem]:
@@ -164,8 +169,9 @@ class TrainabilityReport:
         """Raise :class:`NotTrainableError` listing every error, if there is one."""
         if self.errors:
             lines = "; ".join(p.line() for p in self.errors)
+            who = AUTODIFF if self.backend == "onnxruntime" else RUNTIME
             raise NotTrainableError(
-                f"{RUNTIME} cannot train this model ({len(self.errors)} problem(s)): {lines}"
+                f"{who} cannot train this model ({len(self.errors)} problem(s)): {lines}"
             )
 
 
@@ -175,6 +181,7 @@ def check_trainable(
     *,
     loss_output: str | None = None,
     device: str | None = "cpu",
+    backend: str = "onnxruntime-training",
 ) -> TrainabilityReport:
     """Report everything that stops onnxruntime-training 1.19.2 from training ``model``.
 
@@ -188,6 +195,12 @@ def check_trainable(
             without one.
         device: ``"cpu"`` (missing CPU gradient kernels are errors), ``"cuda"``, or None
             (unknown: they are warnings).
+        backend: ``"onnxruntime-training"`` (its gradient builder, opset 11–21, IR <= 10,
+            float32 weights) or ``"onnxruntime"``: the :mod:`onnxloss.autodiff` pass, whose
+            graphs plain onnxruntime runs; then an operator on the path without a gradient
+            rule (or in a form its rule does not handle) is the error, any float type
+            trains, opsets from 13 are accepted, and onnxruntime 1.19.2's opset 21 / IR 10
+            limits are warnings (newer onnxruntime releases load newer models).
 
     Returns:
         A :class:`TrainabilityReport`; ``report.ok`` is False when training cannot work,
@@ -196,7 +209,9 @@ def check_trainable(
     model = load_model(model, load_external_data=False)
     if weights is not None and (isinstance(weights, str) or not _all_str(weights)):
         raise OnnxLossError(f"weights must be a list of tensor names, got {weights!r}")
-    return _Checker(model, weights, loss_output, device).run()
+    if backend not in BACKENDS:
+        raise OnnxLossError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    return _Checker(model, weights, loss_output, device, backend).run()
 
 
 def default_trainables(model: onnx.ModelProto) -> list[str]:
@@ -213,7 +228,7 @@ def _all_str(values: Iterable) -> bool:
 
 
 class _Checker:
-    def __init__(self, model, weights, loss_output, device):
+    def __init__(self, model, weights, loss_output, device, backend="onnxruntime-training"):
         from .passes.node_rules import RewriteContext  # the passes' view of types and names
 
         self.model = model
@@ -221,6 +236,8 @@ class _Checker:
         self.weights = None if weights is None else list(dict.fromkeys(weights))
         self.loss_output = loss_output
         self.device = device
+        self.backend = backend
+        self.autodiff = backend == "onnxruntime"
         self.problems: list[Problem] = []
         self.opset = next(
             (op.version for op in model.opset_import if op.domain in DEFAULT_DOMAINS), None
@@ -247,10 +264,15 @@ class _Checker:
         path = self.check_paths(trainables, targets) if targets else []
         order = {"error": 0, "warning": 1}
         problems = sorted(self.problems, key=lambda p: order[p.severity])
-        return TrainabilityReport(self.trainable_names, targets, path, problems, self.left_out)
+        return TrainabilityReport(
+            self.trainable_names, targets, path, problems, self.left_out, self.backend
+        )
 
     # -- versions ---------------------------------------------------------------------------
     def check_versions(self) -> None:
+        if self.autodiff:
+            self._check_versions_autodiff()
+            return
         low, high = RUNTIME_OPSETS
         if self.opset is None:
             self.error(
@@ -330,6 +352,39 @@ class _Checker:
             fix,
         )
 
+    def _check_versions_autodiff(self) -> None:
+        from .model_index import MAX_OPSET
+
+        if self.opset is None or not MIN_OPSET <= self.opset <= MAX_OPSET:
+            found = "no ai.onnx opset" if self.opset is None else f"ai.onnx opset {self.opset}"
+            self.error(
+                "opset",
+                "ai.onnx" if self.opset is None else f"ai.onnx {self.opset}",
+                f"the model has {found}; {AUTODIFF} emits gradients for opsets {MIN_OPSET} to "
+                f"{MAX_OPSET}",
+                f"onnxloss.passes.ConvertOpset({min(max(self.opset or 0, MIN_OPSET), 21)}) "
+                "converts it",
+            )
+        elif self.opset > RUNTIME_OPSETS[1] or self.model.ir_version > RUNTIME_MAX_IR:
+            self.warning(
+                "runtime-version",
+                f"ai.onnx {self.opset}, IR {self.model.ir_version}",
+                f"onnxruntime 1.19.2 loads ai.onnx opsets up to {RUNTIME_OPSETS[1]} and IR "
+                f"versions up to {RUNTIME_MAX_IR}; this model has opset {self.opset}, IR "
+                f"{self.model.ir_version}",
+                "use a newer onnxruntime release, or onnxloss.passes.ConvertOpset(21) and "
+                "LowerIRVersion()",
+            )
+        for op in self.model.opset_import:
+            if op.domain not in (*DEFAULT_DOMAINS, ML_DOMAIN):
+                self.warning(
+                    "domain",
+                    op.domain,
+                    f"the model imports domain '{op.domain}'; plain onnxruntime may not "
+                    "implement it",
+                    "check that the runtime has kernels for its operators",
+                )
+
     # -- loss -------------------------------------------------------------------------------
     def check_loss(self) -> list[str]:
         outputs = [o.name for o in self.graph.output]
@@ -382,7 +437,7 @@ class _Checker:
                 "pass the name of the scalar loss output, or add one with onnxloss.rewrite",
             )
             return []
-        if outputs[0] != name:
+        if outputs[0] != name and not self.autodiff:  # autodiff takes loss_output by name
             self.error(
                 "loss-position",
                 name,
@@ -393,7 +448,13 @@ class _Checker:
         info = TensorInfo.from_value_info(self.graph.output[outputs.index(name)])
         if info is None or not info.elem_type or info.shape is None:
             info = self.infos.get(name, info)  # what shape inference knows
-        if info is not None and info.elem_type and info.elem_type != TensorProto.FLOAT:
+        float32_only = not self.autodiff or info is None or info.elem_type not in FLOAT_TYPES
+        if (
+            info is not None
+            and info.elem_type
+            and info.elem_type != TensorProto.FLOAT
+            and float32_only
+        ):
             self.error(
                 "loss-dtype",
                 name,
@@ -439,7 +500,7 @@ class _Checker:
         for name in names:
             tensor = self.initializers.get(name)
             if tensor is not None:
-                if name in inputs:
+                if name in inputs and not self.autodiff:
                     self.error(
                         "trainable-input",
                         name,
@@ -448,7 +509,9 @@ class _Checker:
                         "onnxloss.passes.InitializersNotInputs() removes it from the inputs "
                         "(make_trainable does)",
                     )
-                if tensor.data_type == TensorProto.FLOAT:
+                if tensor.data_type == TensorProto.FLOAT or (
+                    self.autodiff and tensor.data_type in FLOAT_TYPES
+                ):
                     usable.append(name)
                 elif tensor.data_type in FLOAT_TYPES:
                     kind = TensorProto.DataType.Name(tensor.data_type)
@@ -468,6 +531,8 @@ class _Checker:
                         f"'{name}' is a {kind} tensor; only float tensors have gradients",
                         "leave it out of the weights",
                     )
+            elif name in inputs and self.autodiff:
+                usable.append(name)  # the gradient pass differentiates inputs too
             elif name in inputs:
                 self.error(
                     "trainable-input",
@@ -579,22 +644,15 @@ class _Checker:
         return info is None or not info.elem_type or info.elem_type in DIFFERENTIABLE_TYPES
 
     def check_paths(self, trainables: list[str], targets: list[str]) -> list[str]:
-        graph = self.graph
-        live = set(trainables)
-        touched: list[bool] = []
-        for node in graph.node:
-            hit = self._fed(node, live)
-            touched.append(hit)
-            if hit and not stops_gradient(node):
-                live.update(o for o in node.output if o and self.differentiable(o))
-        needed = gradient_sources(graph, targets, self.differentiable)
-        on_path = [
-            node
-            for node, hit in zip(graph.node, touched, strict=True)
-            if hit
-            and not stops_gradient(node)
-            and any(o in needed and o in live for o in node.output)
-        ]
+        path = gradient_path(
+            self.graph.node,
+            trainables,
+            targets,
+            differentiable=self.differentiable,
+            skipped_inputs=self._skipped,
+            stops=self._stops,
+        )
+        needed, live, on_path = path.needed, path.live, path.nodes
         for name in trainables:
             if name not in needed:
                 self.error(
@@ -612,11 +670,17 @@ class _Checker:
         self._report_nodes([*on_path, *inner])
         return [n.name or n.op_type for n in on_path]
 
+    def _skipped(self, node: onnx.NodeProto) -> frozenset[int]:
+        if self.autodiff:
+            rule = _gradient_rule(node)
+            return rule.non_differentiable if rule is not None else frozenset()
+        return non_differentiable_positions(node)
+
     def _fed(self, node: onnx.NodeProto, live: set[str]) -> bool:
-        skip = non_differentiable_positions(node)
-        if any(i in live for k, i in enumerate(node.input) if i and k not in skip):
-            return True
-        return any(name in live for name in implicit_inputs(node))
+        return _fed(node, live, self._skipped(node))
+
+    def _stops(self, node: onnx.NodeProto) -> bool:
+        return stops_gradient(node)
 
     def _subgraph_path(self, node: onnx.NodeProto, live: set[str]) -> list[onnx.NodeProto]:
         """Nodes inside the subgraphs of an on-path node fed by a trained value (conservative:
@@ -633,6 +697,9 @@ class _Checker:
         return found
 
     def _report_nodes(self, nodes: list[onnx.NodeProto]) -> None:
+        if self.autodiff:
+            self._report_rules(nodes)
+            return
         groups: dict[tuple[str, str, str, str], list[str]] = {}
         for node in nodes:
             support = gradient_support(node, self.opset or 0)
@@ -648,6 +715,35 @@ class _Checker:
             if status == "cpu" and self.device is None:
                 severity = "warning"
             self.add(severity, kind, ", ".join(names), f"{_describe(names, op)}: {reason}", fix)
+
+    def _report_rules(self, nodes: list[onnx.NodeProto]) -> None:
+        """The nodes onnxloss.autodiff has no rule for, or whose form its rule refuses."""
+        from .autodiff.node import GradientNode
+
+        groups: dict[tuple[str, str, str, str], list[str]] = {}
+        for node in nodes:
+            rule = _gradient_rule(node)
+            if rule is None:
+                kind, reason = "no-gradient-rule", f"{AUTODIFF} has no gradient rule for it"
+            elif rule.check is not None and self.context is not None:
+                reason = rule.check(GradientNode(node, self.context, None, []))
+                if not reason:
+                    continue
+                kind = "gradient-form"
+                reason = f"the gradient rule for {rule.operator} does not handle it: {reason}"
+            else:
+                continue
+            fix = self._fix_for(node, "none") if kind == "no-gradient-rule" else ""
+            if not fix.startswith("onnxloss.passes."):
+                fix = (
+                    "register a rule with the onnxloss_register_gradients hook (see the "
+                    "autodiff guide), rewrite the node, or leave the weights before it out of "
+                    "training"
+                )
+            key = (kind, _op_name(node), reason, fix)
+            groups.setdefault(key, []).append(node.name or f"<unnamed {node.op_type}>")
+        for (kind, op, reason, fix), names in groups.items():
+            self.error(kind, ", ".join(names), f"{_describe(names, op)}: {reason}", fix)
 
     def _fix_for(self, node: onnx.NodeProto, status: str) -> str:
         from .passes import DECOMPOSITIONS, ML_RULES
@@ -709,3 +805,76 @@ def _describe(names: list[str], op: str) -> str:
     shown = ", ".join(f"'{n}'" for n in names[:_SHOWN_NODES])
     more = f" and {len(names) - _SHOWN_NODES} more" if len(names) > _SHOWN_NODES else ""
     return f"{len(names)} {op} nodes on the gradient path ({shown}{more})"
+
+
+@dataclass
+class GradientPath:
+    """The part of a graph that gradients flow through, from trained tensors to targets.
+
+    Attributes:
+        nodes: the nodes on a path from a trained tensor to a target, in graph order: fed
+            by a live value and with a differentiable output whose gradient is needed.
+        live: names of the values computed from a trained tensor through differentiable
+            edges (the trained tensors included).
+        needed: names of the values whose gradient the targets need (the targets included):
+            a trained tensor missing from it does not reach them.
+    """
+
+    nodes: list[onnx.NodeProto]
+    live: set[str]
+    needed: set[str]
+
+
+def gradient_path(
+    nodes: Sequence[onnx.NodeProto],
+    trainables: Iterable[str],
+    targets: Iterable[str],
+    *,
+    differentiable: Callable[[str], bool],
+    skipped_inputs: Callable[[onnx.NodeProto], frozenset[int]],
+    stops: Callable[[onnx.NodeProto], bool] = stops_gradient,
+) -> GradientPath:
+    """Follow the paths from ``trainables`` to ``targets`` through the topologically sorted
+    ``nodes`` of one graph.
+
+    A forward sweep marks the values computed from a trained tensor (``live``): a node is
+    fed when one of its inputs, other than those ``skipped_inputs(node)`` lists, or a name
+    its subgraphs read from the enclosing scope is live; its ``differentiable`` outputs
+    become live unless ``stops(node)``. A backward sweep from the targets marks the values
+    whose gradient is needed. Integer and bool values (``differentiable`` is False) cut
+    both sweeps. Used by the readiness check and by :mod:`onnxloss.autodiff`, each with its
+    own idea of which inputs carry no gradient.
+    """
+    live = set(trainables)
+    touched: list[bool] = []
+    for node in nodes:
+        hit = _fed(node, live, skipped_inputs(node))
+        touched.append(hit)
+        if hit and not stops(node):
+            live.update(o for o in node.output if o and differentiable(o))
+    needed = set(targets)
+    on_path: list[onnx.NodeProto] = []
+    for node, hit in zip(reversed(nodes), reversed(touched), strict=True):
+        outs = [o for o in node.output if o in needed and differentiable(o)]
+        if not outs or stops(node):
+            continue
+        skip = skipped_inputs(node)
+        names = [i for k, i in enumerate(node.input) if i and k not in skip]
+        names += sorted(implicit_inputs(node))
+        needed.update(n for n in names if differentiable(n))
+        if hit and any(o in live for o in outs):
+            on_path.append(node)
+    on_path.reverse()
+    return GradientPath(on_path, live, needed)
+
+
+def _gradient_rule(node: onnx.NodeProto):
+    from .registry import get_registry
+
+    return get_registry().gradient_rule(node.op_type, node.domain)
+
+
+def _fed(node: onnx.NodeProto, live: set[str], skip: frozenset[int]) -> bool:
+    if any(i in live for k, i in enumerate(node.input) if i and k not in skip):
+        return True
+    return any(name in live for name in implicit_inputs(node))

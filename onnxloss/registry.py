@@ -53,6 +53,13 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "onnxloss.losses.margin",
     "onnxloss.losses.ranking",
     "onnxloss.losses.penalties",
+    # gradient rules of onnxloss.autodiff, one plugin per operator family
+    "onnxloss.autodiff.rules.elementwise",
+    "onnxloss.autodiff.rules.reductions",
+    "onnxloss.autodiff.rules.shapes",
+    "onnxloss.autodiff.rules.nn",
+    "onnxloss.autodiff.rules.recurrent",
+    "onnxloss.autodiff.rules.control_flow",
 )
 ENV_DISABLE_AUTOLOAD = "ONNXLOSS_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ALLOW = "ONNXLOSS_PLUGINS"
@@ -64,6 +71,9 @@ KINDS: dict[str, tuple[str, type[Term]]] = {
     "regularizer": ("onnxloss_register_regularizers", Regularizer),
 }
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+GRADIENT_HOOK = "onnxloss_register_gradients"
+_OP_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,28 @@ class Registration:
         """First line of the class docstring."""
         doc = (self.cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+
+@dataclass(frozen=True)
+class GradientRegistration:
+    """A registered gradient rule: the operator, the rule and the plugin that registered it.
+
+    ``domain`` is ``""`` for ai.onnx; ``non_differentiable`` holds the positions of inputs
+    the rule treats as constants; ``check(node)`` (or None) says why a node's form is not
+    handled ("" when it is).
+    """
+
+    op_type: str
+    domain: str
+    rule: Callable
+    plugin: PluginInfo
+    non_differentiable: frozenset[int] = frozenset()
+    check: Callable | None = None
+
+    @property
+    def operator(self) -> str:
+        """``Relu``, or ``my.domain.Op`` outside ai.onnx: the form messages use."""
+        return f"{self.domain}.{self.op_type}" if self.domain else self.op_type
 
 
 @dataclass(frozen=True)
@@ -174,6 +206,7 @@ class PluginRegistry:
         self._failures: list[PluginFailure] = []
         self._tables: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         self._lookup: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        self._gradients: dict[tuple[str, str], GradientRegistration] = {}
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> PluginRegistry:
@@ -276,6 +309,7 @@ class PluginRegistry:
         others = [p for p in self._pm.get_plugins() if p is not plugin]
         for kind, (hook_name, _) in KINDS.items():
             self._call_hook(info, kind, self._pm.subset_hook_caller(hook_name, others))
+        self._call_gradient_hook(info, self._pm.subset_hook_caller(GRADIENT_HOOK, others))
         if self._trace:
             # pluggy's trace shows the hook calls, not whose they are nor what they added.
             added = [
@@ -284,6 +318,9 @@ class PluginRegistry:
                 for name, reg in table.items()
                 if reg.plugin == info
             ]
+            rules = [r.operator for r in self._gradients.values() if r.plugin == info]
+            if rules:
+                added.append(f"{len(rules)} gradient rule(s) ({', '.join(rules)})")
             sys.stderr.write(
                 f"onnxloss: {info.describe()} from {info.module} registered "
                 f"{', '.join(added) or 'nothing'}\n"
@@ -343,6 +380,53 @@ class PluginRegistry:
         for n in (cls.name, *aliases):
             lookup[n] = reg
 
+    def _call_gradient_hook(self, info: PluginInfo, caller: Callable[..., object]) -> None:
+        pending: list[GradientRegistration] = []
+
+        def register(
+            op_type: str,
+            rule: Callable,
+            domain: str = "",
+            non_differentiable: Iterable[int] = (),
+            check: Callable | None = None,
+        ) -> None:
+            if not (isinstance(op_type, str) and _OP_TYPE.match(op_type)):
+                raise PluginError(f"{GRADIENT_HOOK} registered an invalid op_type {op_type!r}")
+            if not isinstance(domain, str):
+                raise PluginError(f"{GRADIENT_HOOK}: domain of {op_type} must be a string")
+            if not callable(rule) or (check is not None and not callable(check)):
+                raise PluginError(
+                    f"{GRADIENT_HOOK}: the rule (and check) for {op_type} must be callable, "
+                    f"got {rule!r}"
+                )
+            positions = frozenset(non_differentiable)
+            if not all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in positions
+            ):
+                raise PluginError(
+                    f"{GRADIENT_HOOK}: non_differentiable of {op_type} must hold input "
+                    f"positions (ints >= 0), got {non_differentiable!r}"
+                )
+            domain = "" if domain in _DEFAULT_DOMAINS else domain
+            pending.append(GradientRegistration(op_type, domain, rule, info, positions, check))
+
+        try:
+            caller(register=register)
+        except Exception as exc:  # a raising hook loses its registrations, nothing else
+            self._fail(info, f"hook {GRADIENT_HOOK}", f"{type(exc).__name__}: {exc}")
+            return
+        for reg in pending:
+            owner = self._gradients.get((reg.domain, reg.op_type))
+            if owner is not None:
+                self._fail(
+                    info,
+                    f"registering the gradient of '{reg.operator}'",
+                    f"a rule is already registered by {owner.plugin.describe()}; "
+                    f"keeping {owner.plugin.name}'s, refusing this one",
+                )
+                continue
+            self._gradients[(reg.domain, reg.op_type)] = reg
+
     def _fail(self, info: PluginInfo, stage: str, message: str) -> None:
         failure = PluginFailure(info, stage, message)
         self._failures.append(failure)
@@ -372,6 +456,17 @@ class PluginRegistry:
             # The name may belong to a plugin that did not load: say which ones did not.
             hint = "; plugins that failed: " + "; ".join(f.describe() for f in self._failures)
         raise UnknownTermError(f"unknown {kind} {name!r}; available: {known}{hint}")
+
+    def gradient_rules(self) -> dict[tuple[str, str], GradientRegistration]:
+        """``(domain, op_type)`` → the registered gradient rule, sorted (domain ``""`` is
+        ai.onnx)."""
+        self.load()
+        return dict(sorted(self._gradients.items()))
+
+    def gradient_rule(self, op_type: str, domain: str = "") -> GradientRegistration | None:
+        """The rule for one operator, or None when no plugin registers one."""
+        self.load()
+        return self._gradients.get(("" if domain in _DEFAULT_DOMAINS else domain, op_type))
 
     @property
     def plugins(self) -> list[PluginInfo]:

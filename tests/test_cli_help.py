@@ -57,6 +57,7 @@ def test_every_command_has_the_options_it_is_known_for():
         "onnxloss plugins",
         "onnxloss draw",
         "onnxloss check",
+        "onnxloss train-graph",
         "onnxloss demo",
     ]
 

@@ -66,7 +66,11 @@ def docstring_paragraphs(func) -> list[str]:
 
 
 def test_the_hooks_are_the_ones_pluggy_registers():
-    assert list(hooks()) == ["onnxloss_register_losses", "onnxloss_register_regularizers"]
+    assert list(hooks()) == [
+        "onnxloss_register_gradients",
+        "onnxloss_register_losses",
+        "onnxloss_register_regularizers",
+    ]
 
 
 @pytest.mark.parametrize("name", list(hooks()))

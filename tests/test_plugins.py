@@ -67,7 +67,15 @@ def test_builtins_listed_with_their_plugins(fresh_registry):
         fresh_registry.plugin_manager.get_name(p)
         for p in fresh_registry.plugin_manager.get_plugins()
     }
-    assert names == {"regression", "classification", "margin", "ranking", "penalties"}
+    assert names == {m.rsplit(".", 1)[-1] for m in registry.BUILTIN_PLUGINS}
+    assert {
+        "regression",
+        "classification",
+        "margin",
+        "ranking",
+        "penalties",
+        "elementwise",
+    } <= names
 
 
 def test_broken_import_is_reported_and_others_load(site):
@@ -168,13 +176,7 @@ def test_misspelled_hook_is_caught(site):
     make_dist(site, "typo-dist", "1.0", {"typo": "typo_mod"}, {"typo_mod": source})
     with pytest.warns(onnxloss.PluginWarning, match="typo-dist.*onnxloss_register_loss"):
         reg = PluginRegistry(allow={"typo"}).load()
-    assert [p.name for p in reg.plugins] == [
-        "regression",
-        "classification",
-        "margin",
-        "ranking",
-        "penalties",
-    ]
+    assert [p.name for p in reg.plugins] == [m.rsplit(".", 1)[-1] for m in registry.BUILTIN_PLUGINS]
 
 
 def test_unknown_name_mentions_the_failed_plugin(site):
