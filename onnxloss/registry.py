@@ -412,8 +412,10 @@ class PluginRegistry:
 
         try:
             caller(register=register)
-        except Exception as exc:  # a raising hook loses its registrations, nothing else
-            self._fail(info, f"hook {GRADIENT_HOOK}", f"{type(exc).__name__}: {exc}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a raising (or exiting) hook loses its registrations
+            self._fail(info, f"hook {GRADIENT_HOOK}", _describe_exception(exc))
             return
         for reg in pending:
             owner = self._gradients.get((reg.domain, reg.op_type))

@@ -77,6 +77,31 @@ def test_exiting_plugin_is_a_recorded_failure(site, source, stage, message):
     onnx.checker.check_model(model, full_check=True)
 
 
+GRADIENT_HOOK = """
+import sys
+import onnxloss
+
+
+@onnxloss.hookimpl
+def onnxloss_register_gradients(register):
+    register("Wiggle", lambda g, node: None, domain="my.ops")
+    sys.exit(4)
+"""
+
+
+def test_a_gradient_hook_that_exits_is_a_recorded_failure(site):
+    install(site, "wiggler", GRADIENT_HOOK)
+    reg = plugin_registry(wiggler="")
+    with pytest.warns(onnxloss.PluginWarning, match="plugin 'wiggler'"):
+        failures = reg.failures
+    assert [(f.plugin.name, f.stage) for f in failures] == [
+        ("wiggler", "hook onnxloss_register_gradients")
+    ]
+    assert "sys.exit(4)" in failures[0].message
+    assert reg.gradient_rule("Wiggle", "my.ops") is None  # it keeps nothing
+    assert reg.gradient_rule("Relu") is not None  # the built-in rules still load
+
+
 def test_keyboard_interrupt_still_stops_loading(site):
     install(site, "interrupter", "raise KeyboardInterrupt\n")
     with pytest.raises(KeyboardInterrupt):
