@@ -50,7 +50,8 @@ def test_trainer_suite_and_demo_on_the_plain_runtime(tmp_path):
     _run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"], timeout=600)
     _run(
         [py, "-m", "pip", "install", "-q", "-e", f"{ROOT}[train-onnxruntime,mpi]",
-         "pytest", "hypothesis", "scikit-learn", "skl2onnx", "joblib"],
+         "pytest", "hypothesis", "scikit-learn", "skl2onnx", "joblib", "sybil>=10",
+         "tomli; python_version < '3.11'"],
         timeout=1200,
     )  # fmt: skip
     listing = _run([py, "-m", "pip", "list", "--format=freeze"])
