@@ -261,6 +261,18 @@ class GraphBuilder:
         """A bool tensor as 0/1 of ``dtype`` (default: the term's float type)."""
         return self.cast(condition, dtype if dtype is not None else self.dtype)
 
+    def keep(self, condition: Value, value: Value) -> Value:
+        """``value`` where ``condition``, else 0, as ``value · mask(condition)``.
+
+        For gradients that are finite wherever the condition is false (an incoming
+        gradient, a finite multiple of it): onnxruntime's CPU ``Where`` is about ten times
+        slower than ``Cast`` + ``Mul`` on large tensors (3.6 ms against 0.6 ms for a
+        1000 × 512 float32 tensor, 1.19.2 and 1.32 alike), and a ReLU network's backward
+        pass is mostly such selections. Keep ``Where`` when the value can be infinite or NaN
+        where it is not selected (``0·inf`` is NaN).
+        """
+        return self.Mul(value, self.mask(condition))
+
     def transpose(self, x: Value, perm: Sequence[int]) -> Value:
         return self.op("Transpose", x, perm=list(perm))
 

@@ -102,14 +102,15 @@ def tanh(g, node, x, y, dy):
 @_unary
 def relu(g, node, x, y, dy):
     """dx = dy where x > 0, else 0"""
-    return g.Where(g.Greater(x, 0.0), dy, 0.0)
+    return g.keep(g.Greater(x, 0.0), dy)
 
 
 @rules.define("LeakyRelu")
 @_unary
 def leaky_relu(g, node, x, y, dy):
-    """dx = dy where x > 0, else alpha·dy"""
-    return g.Where(g.Greater(x, 0.0), dy, g.Mul(dy, node.attr("alpha", 0.01)))
+    """dx = dy where x > 0, else alpha·dy (as dy·(alpha + (1 - alpha)·[x > 0]), exact)"""
+    alpha = node.attr("alpha", 0.01)
+    return g.Mul(dy, g.Add(g.Mul(g.mask(g.Greater(x, 0.0)), 1.0 - alpha), alpha))
 
 
 @rules.define("Elu")
@@ -288,7 +289,7 @@ def atanh(g, node, x, y, dy):
 @_unary
 def thresholded_relu(g, node, x, y, dy):
     """dx = dy where x > alpha, else 0"""
-    return g.Where(g.Greater(x, node.attr("alpha", 1.0)), dy, 0.0)
+    return g.keep(g.Greater(x, node.attr("alpha", 1.0)), dy)
 
 
 @rules.define("Shrink")
@@ -296,7 +297,7 @@ def thresholded_relu(g, node, x, y, dy):
 def shrink(g, node, x, y, dy):
     """dx = dy where |x| > lambd, else 0"""
     lambd = node.attr("lambd", 0.5)
-    return g.Where(g.Or(g.Less(x, -lambd), g.Greater(x, lambd)), dy, 0.0)
+    return g.keep(g.Or(g.Less(x, -lambd), g.Greater(x, lambd)), dy)
 
 
 @rules.define("Sign", "Floor", "Ceil", "Round")
@@ -357,9 +358,9 @@ def clip(g, node, grads):
     if hi is not None:
         above = g.Greater(x, hi)
         keep = g.Not(above) if keep is None else g.And(keep, g.Not(above))
-    dx = dy if keep is None else g.Where(keep, dy, 0.0)
-    dlo = g.reduce_sum(g.Where(below, dy, 0.0)) if node.needs(1) else None
-    dhi = g.reduce_sum(g.Where(above, dy, 0.0)) if node.needs(2) else None
+    dx = dy if keep is None else g.keep(keep, dy)
+    dlo = g.reduce_sum(g.keep(below, dy)) if node.needs(1) else None
+    dhi = g.reduce_sum(g.keep(above, dy)) if node.needs(2) else None
     return [dx, dlo, dhi]
 
 
@@ -456,8 +457,8 @@ def mean(g, node, grads):
 def where(g, node, grads):
     """da = dy where c, db = dy where not c"""
     c, dy = node.input(0), grads[0]
-    da = node.sum_to_input(g.Where(c, dy, 0.0), 1) if node.needs(1) else None
-    db = node.sum_to_input(g.Where(c, 0.0, dy), 2) if node.needs(2) else None
+    da = node.sum_to_input(g.keep(c, dy), 1) if node.needs(1) else None
+    db = node.sum_to_input(g.keep(g.Not(c), dy), 2) if node.needs(2) else None
     return [None, da, db]
 
 
