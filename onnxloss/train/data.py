@@ -377,10 +377,12 @@ class ArrayEpochs:
                 rows = len(index)
                 views = [buf[:rows] for buf in buffers]
                 for a, view, take in zip(self.arrays, views, same, strict=True):
+                    # mode="clip": the indices come from a permutation, so never out of
+                    # range, and numpy's default bounds-checking gather is ~1.7x slower.
                     if take:
-                        np.take(a, index, axis=0, out=view)
+                        a.take(index, axis=0, out=view, mode="clip")
                     else:  # converted while copied: the data is never converted as a whole
-                        view[...] = a[index]
+                        view[...] = a.take(index, axis=0, mode="clip")
                 yield Batch(views, rows, (self._token, rows), index)
 
 
