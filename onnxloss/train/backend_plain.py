@@ -30,9 +30,9 @@ from .inference import inference_model
 from .state import RunState
 
 _MAX_IR = re.compile(r"max supported IR version: (\d+)")
-#: IOBindings kept per session and weight set: per data set two sets of up to 16 batch
-#: buffers (the chunked, overlapped shuffle of onnxloss.train.data), and the ragged batch.
-_CACHED_BINDINGS = 40
+#: IOBindings kept per session and weight set (a data set gives two batch shapes: the full
+#: one and the last, ragged one).
+_CACHED_BINDINGS = 8
 
 
 def _autodiff():

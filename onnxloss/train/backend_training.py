@@ -26,9 +26,8 @@ from .backend import Backend, RunConfig, session_options
 from .data import Batch
 from .state import ADAMW_MOMENTS, RunState
 
-#: Batch feeds kept: per data set two sets of up to 16 batch buffers (the chunked, overlapped
-#: shuffle of onnxloss.train.data), and the last, ragged batch.
-_CACHED_FEEDS = 40
+#: Batch feeds kept (two batch sizes per data set: the full one and the last, ragged one).
+_CACHED_FEEDS = 8
 
 
 class TrainingBuildBackend(Backend):

@@ -28,7 +28,6 @@ Batches:
 from __future__ import annotations
 
 import itertools
-import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -370,137 +369,21 @@ class ArrayEpochs:
                     view[...] = a[s : s + rows]
                 yield Batch(views, rows, (self._token, rows), s)
         else:
-            yield from self._shuffled(epoch_rng(self.seed, epoch).permutation(n))
-
-    def _shuffled(self, perm: np.ndarray) -> Iterator[Batch]:
-        """Batches of rows ``perm[s:s+b]``, gathered into batch buffers.
-
-        Large batches go in chunks of several batches: while the runtime takes the steps of
-        one chunk, a worker thread gathers the next one into the other set of buffers
-        (``ndarray.take`` releases the GIL, the runtime's step does not, so the worker is
-        let in before the first step of the chunk). Small batches are gathered in the loop:
-        their copy costs less than handing work to a thread.
-        """
-        b, n = self.batch_size, self.n
-        per_batch = sum(a[:1].nbytes for a in self.arrays) * b
-        chunk = max(1, min(_CHUNK_BATCHES, _CHUNK_BYTES // max(per_batch, 1)))
-        if per_batch < _PREFETCH_BYTES or n <= chunk * b:
-            yield from self._gathered(perm, self._buffer_set(), 0)
-            return
-        sets = [self._chunk_set(k, chunk * b) for k in range(2)]
-        worker = _Gatherer()
-        try:
-            size = chunk * b
-            _gather(self.arrays, sets[0], perm[:size])
-            for c, s in enumerate(range(0, n, size)):
-                if s + size < n:  # the next chunk, in the other set, while this one trains
-                    worker.submit(self.arrays, sets[(c + 1) % 2], perm[s + size : s + 2 * size])
-                current = sets[c % 2]
-                for j, t in enumerate(range(s, min(s + size, n), b)):
-                    index = perm[t : t + b]
-                    rows = len(index)
-                    views = [buf[j * b : j * b + rows] for buf in current]
-                    yield Batch(views, rows, (self._token, c % 2, j, rows), index)
-                worker.wait()
-        finally:
-            worker.close()
-
-    def _gathered(self, perm, buffers, key) -> Iterator[Batch]:
-        b, n = self.batch_size, self.n
-        for s in range(0, n, b):
-            index = perm[s : s + b]
-            rows = len(index)
-            views = [buf[:rows] for buf in buffers]
-            _gather(self.arrays, views, index)
-            yield Batch(views, rows, (self._token, key, rows), index)
-
-    def _chunk_set(self, k: int, rows: int) -> list[np.ndarray]:
-        name = f"_chunk{k}"
-        if getattr(self, name, None) is None:
-            setattr(
-                self,
-                name,
-                [
-                    np.empty((rows, *_fitted_shape(a, info)[1:]), dtype=info.dtype)
-                    for a, info in zip(self.arrays, self.feeder.order, strict=True)
-                ],
-            )
-        return getattr(self, name)
-
-
-#: Batches gathered at once by the worker, and the most memory the two chunk buffers take.
-_CHUNK_BATCHES = 16
-_CHUNK_BYTES = 8 << 20
-#: Below this many bytes per batch, gathering in the loop is cheaper than a worker.
-_PREFETCH_BYTES = 64 << 10
-
-
-def _gather(arrays: list[np.ndarray], out: list[np.ndarray], index: np.ndarray) -> None:
-    """``out[i][:len(index)] = arrays[i][index]``, converting to the buffers' types.
-
-    ``mode="clip"``: the indices come from a permutation, so are never out of range, and
-    numpy's default bounds-checking gather is about 1.7 times slower."""
-    rows = len(index)
-    for a, buf in zip(arrays, out, strict=True):
-        view = buf[:rows]
-        if a.dtype == buf.dtype:
-            a.take(index, axis=0, out=view, mode="clip")
-        else:  # converted while copied: the data is never converted as a whole
-            view[...] = a.take(index, axis=0, mode="clip")
-
-
-class _Gatherer:
-    """A worker thread that runs one :func:`_gather` at a time."""
-
-    def __init__(self):
-        self._cv = threading.Condition()
-        self._job = None
-        self._busy = False
-        self._started = False
-        self._error: BaseException | None = None
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="onnxloss-gather", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while self._job is None and not self._stop:
-                    self._cv.wait()
-                if self._stop:
-                    return
-                job, self._job = self._job, None
-                self._started = True
-                self._cv.notify_all()
-            try:
-                _gather(*job)
-            except BaseException as exc:  # reported to the training loop, not lost here
-                self._error = exc
-            with self._cv:
-                self._busy = False
-                self._cv.notify_all()
-
-    def submit(self, arrays, out, index) -> None:
-        """Start a gather; returns once the worker holds it (so it runs beside the step)."""
-        with self._cv:
-            self._job, self._busy, self._started = (arrays, out, index), True, False
-            self._cv.notify_all()
-            while not self._started:
-                self._cv.wait()
-
-    def wait(self) -> None:
-        with self._cv:
-            while self._busy:
-                self._cv.wait()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def close(self) -> None:
-        with self._cv:
-            self._stop = True
-            self._cv.notify_all()
-        self._thread.join()
+            perm = epoch_rng(self.seed, epoch).permutation(n)
+            buffers = self._buffer_set()
+            same = [a.dtype == buf.dtype for a, buf in zip(self.arrays, buffers, strict=True)]
+            for s in range(0, n, b):
+                index = perm[s : s + b]
+                rows = len(index)
+                views = [buf[:rows] for buf in buffers]
+                for a, view, take in zip(self.arrays, views, same, strict=True):
+                    # mode="clip": the indices come from a permutation, so never out of
+                    # range, and numpy's default bounds-checking gather is ~1.7x slower.
+                    if take:
+                        a.take(index, axis=0, out=view, mode="clip")
+                    else:  # converted while copied: the data is never converted as a whole
+                        view[...] = a.take(index, axis=0, mode="clip")
+                yield Batch(views, rows, (self._token, rows), index)
 
 
 class IterableEpochs:
