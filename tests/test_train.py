@@ -532,3 +532,20 @@ def test_changing_the_optimizer_rebuilds_the_session():
     trainer.fit(X, y)
     assert trainer._session is not first_session
     assert len(trainer.train_losses_) == 2  # a new run, even with warm_start
+
+
+def test_large_shuffled_batches_keep_the_order():
+    """80 KB batches gathered into the batch buffers: the steps are those of the documented
+    order (epoch e permuted by default_rng([seed, e]))."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(4000, 100))
+    coef = rng.normal(size=100)
+    y = X @ coef + 0.3 + 0.1 * rng.normal(size=4000)
+    model = onnxloss.rewrite(linear_regression(100), onnxloss.MSELoss(reduction="mean"))
+    trainer = OrtGradientOptimizer(model, learning_rate=0.01, batch_size=200, max_iter=2,
+                                   random_state=5, shuffle=True)  # fmt: skip
+    trainer.fit(X.astype(np.float32), y)
+    expected = numpy_sgd(X, y, lambda t: 0.01, 2, 200, 5)
+    state = trainer.get_state()
+    got = np.r_[state["coef"].ravel(), state["intercept"]]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
