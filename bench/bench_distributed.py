@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +24,15 @@ import numpy as np
 
 N, D, BATCH = 100_000, 100, 1000
 WORKLOADS = {"linear": (), "mlp512": (512, 512)}
+
+
+def mpiexec() -> str:
+    """The mpiexec beside this interpreter (the mpich wheel's), else the one on PATH."""
+    here = os.path.dirname(sys.executable)
+    found = shutil.which("mpiexec", path=os.pathsep.join([here, os.environ.get("PATH", "")]))
+    if found is None:
+        raise SystemExit("no mpiexec: pip install 'onnxloss[mpi]'")
+    return found
 
 
 def worker(args) -> None:
@@ -75,7 +86,7 @@ def main() -> None:
     rows = []
     for ranks, threads in runs:
         options = [f"--epochs={args.epochs}", f"--backend={args.backend}", f"--threads={threads}"]
-        cmd = ["mpiexec", "-n", str(ranks), sys.executable, __file__, "--worker", *options]
+        cmd = [mpiexec(), "-n", str(ranks), sys.executable, __file__, "--worker", *options]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         line = next(l for l in out.splitlines() if l.startswith("RESULT "))  # noqa: E741
         rows.append((ranks, threads, json.loads(line[7:])))

@@ -110,3 +110,53 @@ def test_three_steps_match_the_training_build(optimizer):
     np.testing.assert_allclose(b.train_losses_, a.train_losses_, rtol=1e-6)
     for name, value in a.get_state().items():
         np.testing.assert_allclose(b.get_state()[name], value, rtol=1e-6, atol=1e-7)
+
+
+def _compatibility_rows():
+    """(name, loss model, data, parameters) for every compatibility-table row that trains."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from onnxloss.passes import AddLoss, MakeTrainable, Sequential
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compatibility_table.py"
+    spec = importlib.util.spec_from_file_location("compatibility_table_backends", path)
+    table = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = table
+    spec.loader.exec_module(table)
+    rows = []
+    for case in table.cases():
+        X, y = table.data(case.kind, False, 0)
+        if case.features is not None:
+            X = case.features(X)
+        try:
+            loss_model = Sequential(MakeTrainable(), AddLoss(case.loss()))(case.make(X, y)).model
+        except onnxloss.OnnxLossError:
+            continue
+        if not onnxloss.check_trainable(loss_model).ok:
+            continue  # refused with its reason (the tree ensemble)
+        Xf, yf = table.data(case.kind, True, 1)
+        if case.features is not None:
+            Xf = case.features(Xf)
+        params = dict(learning_rate=case.learning_rate, batch_size=32)
+        rows.append((case.name, loss_model, Xf, yf, params))
+    return rows
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_loss_curves_agree_on_every_compatibility_table_model():
+    pytest.importorskip("skl2onnx")
+    rows = _compatibility_rows()
+    assert len(rows) >= 21
+    for name, model, X, y, params in rows:
+        for optimizer in ("sgd", "adamw"):
+            a, b = (
+                OrtGradientOptimizer(
+                    model, max_iter=5, random_state=0, optimizer=optimizer, backend=k, **params
+                ).fit(X, y)
+                for k in BOTH
+            )
+            np.testing.assert_allclose(
+                b.train_losses_, a.train_losses_, rtol=1e-5, err_msg=f"{name}, {optimizer}"
+            )

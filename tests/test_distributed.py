@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,11 @@ import numpy as np
 import pytest
 from conftest import TRAIN_BACKENDS
 
-HAS_MPI = importlib.util.find_spec("mpi4py") is not None and shutil.which("mpiexec") is not None
+#: The mpiexec beside this interpreter (the mpich wheel's), else the one on PATH.
+MPIEXEC = shutil.which(
+    "mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+)
+HAS_MPI = importlib.util.find_spec("mpi4py") is not None and MPIEXEC is not None
 pytestmark = [
     pytest.mark.skipif(
         not (HAS_MPI and TRAIN_BACKENDS), reason="needs the [mpi] and [train] extras"
@@ -26,7 +31,7 @@ sys.path.insert(0, str(WORKER.parent))
 
 def mpirun(ranks: int, scenario: str, outdir: Path, wait=120, flags=(), **opts) -> None:
     args = [f"{k}={v}" for k, v in opts.items()]
-    cmd = ["mpiexec", *flags, "-n", str(ranks), sys.executable, str(WORKER), scenario, str(outdir)]
+    cmd = [MPIEXEC, *flags, "-n", str(ranks), sys.executable, str(WORKER), scenario, str(outdir)]
     done = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=wait)
     if scenario not in ("die", "hang"):
         assert done.returncode == 0, done.stdout + done.stderr
@@ -113,14 +118,14 @@ def test_the_docs_script_runs_under_mpiexec(tmp_path):
     page = (Path(__file__).parents[1] / "docs" / "distributed.md").read_text()
     script = re.search(r"```\{code-block\} python\n:caption: train.py\n\n(.*?)```", page, re.S)
     (tmp_path / "train.py").write_text(script.group(1))
-    cmd = ["mpiexec", "-n", "2", sys.executable, "-m", "mpi4py", "train.py"]
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "train.py"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip()) < 1e-3  # rank 0 prints the last epoch's loss
 
 
 def test_demo_runs_distributed():
-    cmd = ["mpiexec", "-n", "2", sys.executable, "-m", "onnxloss", "demo", "--distributed"]
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "onnxloss", "demo", "--distributed"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "2 ranks, batch 16 each" in done.stdout
