@@ -30,24 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def training_gradients(model, feeds, trainables):
-    """(loss, {name: gradient}) from onnxruntime-training's own gradient graph."""
-    from onnxloss.train._runtime import load_runtime
-    from onnxloss.train.artifacts import TrainingArtifacts
+    """(loss, {name: gradient}) from onnxruntime-training's own gradient graph, without the
+    readiness check (some tests measure what the runtime does wrong)."""
+    from onnxloss.testing.runtime import onnxruntime_gradients
 
-    rt = load_runtime()
-    artifacts = TrainingArtifacts(model, list(trainables), check=False)
-    try:
-        state = rt.api.CheckpointState.load_checkpoint(str(artifacts.checkpoint))
-        module = rt.api.Module(
-            str(artifacts.training_model), state, str(artifacts.eval_model), device="cpu"
-        )
-        module.train()
-        out = module(*[feeds[n] for n in module.input_names()])
-        first = out[0] if isinstance(out, tuple | list) else out
-        loss = float(np.asarray(first.numpy() if hasattr(first, "numpy") else first))
-        return loss, {n: np.array(state.parameters[n].grad, copy=True) for n in trainables}
-    finally:
-        artifacts.cleanup()
+    return onnxruntime_gradients(model, feeds, trainables, check=False)
 
 
 def pass_gradients(model, feeds, trainables):

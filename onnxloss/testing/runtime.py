@@ -81,11 +81,16 @@ def training_runtime_problem() -> str | None:
 
 
 def onnxruntime_gradients(
-    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], trainables: Sequence[str]
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    trainables: Sequence[str],
+    *,
+    check: bool = True,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The loss (first output) and its gradient with respect to each of ``trainables``,
     computed by onnxruntime-training from the training artifacts it builds for ``model``.
 
+    ``check=False`` skips the readiness check (to measure what the runtime itself does).
     Raises :class:`~onnxloss.OnnxLossError` when the runtime is missing or cannot build
     the gradient graph (an operator without a gradient, for example).
     """
@@ -93,7 +98,7 @@ def onnxruntime_gradients(
     from ..train.artifacts import TrainingArtifacts, runtime_compatible
 
     rt = load_runtime()
-    artifacts = TrainingArtifacts(runtime_compatible(model), list(trainables))
+    artifacts = TrainingArtifacts(runtime_compatible(model), list(trainables), check=check)
     try:
         state = rt.api.CheckpointState.load_checkpoint(str(artifacts.checkpoint))
         module = rt.api.Module(
@@ -102,6 +107,8 @@ def onnxruntime_gradients(
         module.train()
         outputs = module(*[feeds[name] for name in module.input_names()])
         loss = outputs[0] if isinstance(outputs, tuple | list) else outputs
+        if hasattr(loss, "numpy"):  # a model without inputs gets runtime values back
+            loss = loss.numpy()
         grads = {name: np.array(state.parameters[name].grad, copy=True) for name in trainables}
         return float(np.asarray(loss)), grads
     finally:

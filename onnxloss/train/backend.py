@@ -122,8 +122,9 @@ class Backend(abc.ABC):
         """Continue from ``state`` (checked against the model by the caller)."""
 
     # -- inference --------------------------------------------------------------------------
-    def predict(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """The inference outputs for feature arrays, with the current weights."""
+    def predict(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inference outputs (name → array) for feature arrays, with the current
+        weights."""
         from .inference import InferenceRunner
 
         if self._predictor is None:

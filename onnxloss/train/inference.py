@@ -87,7 +87,8 @@ class InferenceRunner:
             providers=config.providers,
         )
 
-    def run(self, features: dict[str, np.ndarray], weights: dict[str, np.ndarray]):
+    def run(self, features: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> dict:
+        """Output name → array, in the model's output order."""
         feeds = {name: features[name] for name in self.feature_names}
         feeds.update(weights)
-        return self._session.run(self.outputs, feeds)
+        return dict(zip(self.outputs, self._session.run(self.outputs, feeds), strict=True))

@@ -572,8 +572,7 @@ class OrtGradientOptimizer:
         """
         session = self._require_fitted()
         outputs = session.backend.predict(session.feeder().features(X))
-        names = session.backend._predictor.outputs
-        return outputs[0] if len(outputs) == 1 else dict(zip(names, outputs, strict=True))
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
 
     def score(self, X, y=None, sample_weight=None) -> float:
         """Minus the mean per-sample loss on ``(X, y)`` (greater is better, as scikit-learn's
