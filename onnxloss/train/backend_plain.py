@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import onnx
 
 from ..errors import OnnxLossError
 from ._runtime import PLAIN, load_plain_runtime
+from .artifacts import _runtime_reason
 from .backend import Backend, RunConfig, session_options
 from .data import Batch
 from .inference import inference_model
@@ -107,7 +109,7 @@ class PlainRuntimeBackend(Backend):
             if found is None or model.ir_version <= int(found.group(1)):
                 raise OnnxLossError(
                     f"onnxruntime {self.ort.__version__} cannot load the training-step model: "
-                    f"{_first_line(exc)}"
+                    f"{_runtime_reason(exc)}"
                 ) from exc
             from ..passes.versions import LowerIRVersion
 
@@ -293,7 +295,12 @@ class _SplitStep:
         grad_model = inference_model(full, outputs, trainables)
         self.grad_arrays = [np.zeros(backend._shapes[n], backend._dtypes[n]) for n in trainables]
         self._grad_values = [backend.cpu_value(a) for a in self.grad_arrays]
-        gradient_run = _GradientSpec(grad_spec, trainables)
+        # Bound like a step: the weights read from the current set (as inputs now), the
+        # loss out; the gradients are bound as extra outputs, and nothing is written back.
+        gradient_run = replace(
+            grad_spec,
+            trained=tuple(replace(t, input=t.name, output=None) for t in grad_spec.trained),
+        )
         self._gradients = _BoundSession(
             backend,
             backend._session(grad_model),
@@ -330,29 +337,8 @@ class _SplitStep:
         b._adopt()
 
 
-class _GradientSpec:
-    """The gradient model seen by :class:`_BoundSession`: weights in (as inputs), the loss
-    out; the gradients are bound as extra outputs."""
-
-    def __init__(self, spec, trainables: list[str]):
-        self.trained = [_Carried(n, n, None) for n in trainables]
-        self.state = ()
-        self.learning_rate_input = self.step_input = None
-        self.loss_output = spec.loss_output
-
-
-class _Carried:
-    def __init__(self, name, input, output):
-        self.name, self.input, self.output = name, input, output
-
-
 def _carried_outputs(spec) -> list[str]:
     return [spec.loss_output, *(w.output for w in spec.trained), *(s.output for s in spec.state)]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text.rsplit("] : ", 1)[-1][:400] if text else type(exc).__name__
 
 
 def _only_outputs(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:

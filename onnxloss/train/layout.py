@@ -17,7 +17,7 @@ from ..tensor_info import TensorInfo
 
 #: Reductions after which the loss is already independent of the batch size (a mean over
 #: samples, or over every element); only ``"sum"`` is divided by the batch size.
-BATCH_INDEPENDENT = ("mean", "element_mean", "elementwise_mean")
+BATCH_INDEPENDENT = ("mean", "elementwise_mean")
 
 
 @dataclass

@@ -328,7 +328,7 @@ class OrtGradientOptimizer:
             trainables,
             loss_output=layout.loss_name,
             device=self.device.split(":")[0],
-            **_backend_kwarg(backend_name),
+            backend=backend_name,
         ).raise_for_errors()
         prepared = per_sample_mean(model, layout) if layout.per_sample_sum else model
         config = RunConfig(
@@ -353,7 +353,9 @@ class OrtGradientOptimizer:
 
     def _reset_run(self) -> None:
         session = self._session
-        session.backend.import_state(session.initial)
+        if not session.fresh:  # a session just built already holds the initial state
+            session.backend.import_state(session.initial)
+        session.fresh = False
         self.train_losses_: list[float] = []
         self.validation_losses_: list[float] = []
         self.n_iter_ = 0
@@ -731,6 +733,7 @@ class OrtGradientOptimizer:
         for name, value in state.weights.items():
             state.weights[name] = value.astype(session.initial.weights[name].dtype, copy=False)
         session.backend.import_state(state)
+        session.fresh = False
         self.n_iter_ = counters["n_iter"]
         self.t_ = counters["t"]
         self.train_losses_ = counters["train_losses"]
@@ -747,13 +750,6 @@ def _same(a, b) -> bool:
         return bool(a == b) and type(a) is type(b)
     except (TypeError, ValueError):  # arrays and other values without a plain truth value
         return False
-
-
-def _backend_kwarg(name: str) -> dict:
-    """The readiness check's backend argument, where the installed version has it."""
-    if "backend" in inspect.signature(check_trainable).parameters:
-        return {"backend": name}
-    return {}
 
 
 def _make_backend(name: str, config: RunConfig) -> Backend:
@@ -866,6 +862,7 @@ class _Session:
         self.label_ranges = labels
         # The run's starting point, so that a new run never rebuilds the runtime objects.
         self.initial = backend.export_state()
+        self.fresh = True  # still at ``initial``: the first run needs no import
         self.checked = CheckedArrays()
 
     def feeder(self) -> Feeder:
